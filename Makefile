@@ -1,0 +1,72 @@
+# kitehooks: the commands users run. `make dev` and `make test` are the whole set-up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.installed
+# sam build looks for python3.13 on PATH: the venv's own interpreter satisfies it.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export SAM_CLI_TELEMETRY := 0
+
+STACK       ?= kitehooks
+FN          ?= PostbackFunction
+EVENT       ?= events/postback.json
+LOCAL_URL   ?= http://127.0.0.1:3000
+
+.PHONY: help venv test lint typecheck template unit integration e2e build deploy invoke start-api bench dev postback queue sessions redrive clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.txt layers/kitehooks/requirements.txt
+	@test -x $(PY) || { py=$$(scripts/find-python.sh 3.13) && echo "creating $(VENV) with $$py" && $$py -m venv $(VENV); }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with pinned dev requirements
+
+test: $(STAMP) lint typecheck template ## every test tier, lint, type check, sam validate --lint, cfn-lint
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy
+	$(BIN)/mypy
+
+template: $(STAMP) ## sam validate --lint and cfn-lint on template.yaml
+	$(BIN)/sam validate --lint --template template.yaml --region ap-south-1
+	$(BIN)/cfn-lint template.yaml
+
+unit: $(STAMP) ## unit tests only
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP) ## integration tests only (moto server, Kite simulator)
+	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP) ## end-to-end tests only (the local stack over HTTP)
+	$(BIN)/pytest tests/e2e
+
+bench: $(STAMP) ## cold start and warm per-request figures of the postback path
+	$(PY) benchmarks/postback.py
+
+build: $(STAMP) ## sam build
+	$(BIN)/sam build
+
+deploy: build ## sam deploy (guided the first time, when samconfig has no stack yet)
+	@if grep -q '^stack_name' samconfig.toml; then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
+
+invoke: build ## sam local invoke FN=.. EVENT=.. (needs Docker)
+	$(BIN)/sam local invoke $(FN) --event $(EVENT) --env-vars events/env.json
+
+start-api: build ## sam local start-api (needs Docker)
+	$(BIN)/sam local start-api --env-vars events/env.json --port 3000
+
+redrive: $(STAMP) ## re-send parked postbacks of stack STACK to its queue, verifying checksums
+	$(PY) -m kitehooks.redrive --stack $(STACK)
+
+clean: ## remove build output and caches
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""boto3 clients made once per container, with bounded retries and timeouts.
+
+No endpoint is hard-coded: boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how the local
+emulator is reached.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+# Standard retry mode backs off and retries throttling and transient faults; three attempts with
+# these timeouts keep the worst case (~3 x 5 s) well inside the function's timeout, leaving room
+# to park the postback in S3 when the queue stays down.
+AWS_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=2,
+    read_timeout=5,
+)
+
+
+@cache
+def sqs_client() -> SQSClient:
+    return boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+
+
+@cache
+def s3_client() -> S3Client:
+    # Made on first use: the S3 model costs ~100 ms to load and is only needed to park a postback.
+    return boto3.client("s3", config=AWS_CLIENT_CONFIG)

@@ -1,0 +1,85 @@
+"""The app's Kite API credentials, read from Secrets Manager through Powertools Parameters.
+
+Parameters caches the secret for ``max_age`` seconds, so a warm container reads Secrets Manager
+once per TTL, not once per request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+PLACEHOLDER = "REPLACE_ME"
+
+
+class CredentialsUnavailable(RuntimeError):
+    """The credentials secret could not be read or still holds the template's placeholder."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCredentials:
+    api_key: str
+    api_secret: str = field(repr=False)  # never shown by repr(), so never in a log line
+
+
+def _parse(value: Any) -> ApiCredentials:
+    if not isinstance(value, dict):
+        raise CredentialsUnavailable("credentials secret must be JSON {\"api_key\": ..., \"api_secret\": ...}")
+    api_key, api_secret = value.get("api_key"), value.get("api_secret")
+    if not isinstance(api_key, str) or not isinstance(api_secret, str) or not api_key or not api_secret:
+        raise CredentialsUnavailable("credentials secret must hold non-empty api_key and api_secret")
+    if PLACEHOLDER in (api_key, api_secret):
+        raise CredentialsUnavailable(
+            "credentials secret still holds the placeholder: put your Kite app's api_key and api_secret in it"
+        )
+    return ApiCredentials(api_key=api_key, api_secret=api_secret)
+
+
+class CredentialsStore:
+    """Reads and caches one credentials secret.
+
+    ``refresh_after_mismatch`` lets a caller re-read a secret that may have been rotated within the
+    cache TTL, at most once per ``min_refresh_seconds`` so bad requests cannot drive up reads.
+    """
+
+    def __init__(self, secret_id: str, cache_seconds: int, min_refresh_seconds: float = 30.0) -> None:
+        self._secret_id = secret_id
+        self._cache_seconds = cache_seconds
+        self._min_refresh_seconds = min_refresh_seconds
+        self._provider: SecretsProvider | None = None
+        self._last_forced = float("-inf")
+
+    def _secrets(self) -> SecretsProvider:
+        if self._provider is None:
+            # Imported on first use: Parameters pulls in every provider and costs ~100 ms at import.
+            from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+            from kitehooks.aws import AWS_CLIENT_CONFIG
+
+            self._provider = SecretsProvider(boto_config=AWS_CLIENT_CONFIG)
+        return self._provider
+
+    def get(self, force_fetch: bool = False) -> ApiCredentials:
+        try:
+            value = self._secrets().get(
+                self._secret_id, max_age=self._cache_seconds, transform="json", force_fetch=force_fetch
+            )
+        except Exception as error:
+            # The provider's own message can quote the secret's value on a transform error: name
+            # only the kind of failure.
+            raise CredentialsUnavailable(
+                f"could not read credentials secret {self._secret_id} ({type(error).__name__})"
+            ) from None
+        return _parse(value)
+
+    def refresh_after_mismatch(self) -> ApiCredentials | None:
+        """A fresh read if none was forced recently, else ``None``."""
+        now = time.monotonic()
+        if now - self._last_forced < self._min_refresh_seconds:
+            return None
+        self._last_forced = now
+        return self.get(force_fetch=True)

@@ -1,0 +1,58 @@
+"""Publishing verified order updates to the SQS FIFO queue, per the message contract.
+
+Body: the postback's raw JSON as received. ``MessageGroupId``: order_id, so each order's updates
+stay in order while different orders flow in parallel. ``MessageDeduplicationId``: sha256 of the
+body, so the same postback delivered twice within SQS's five-minute window is one message;
+consumers must still be idempotent on that id beyond the window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from kitehooks.postback import VerifiedPostback
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
+
+
+def deduplication_id(raw_body: str) -> str:
+    return hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
+
+
+def message_attributes(postback: VerifiedPostback) -> dict[str, MessageAttributeValueTypeDef]:
+    attributes = {"user_id": postback.user_id, "order_id": postback.order_id, "status": postback.status}
+    # SQS refuses empty attribute values: an attribute Kite did not send is left out.
+    return {
+        name: {"DataType": "String", "StringValue": value} for name, value in attributes.items() if value
+    }
+
+
+class QueueUnavailable(RuntimeError):
+    """SQS did not take the message after the client's bounded retries."""
+
+
+def publish(sqs: SQSClient, queue_url: str, postback: VerifiedPostback) -> str:
+    """Send one verified postback; return its SQS MessageId, or raise :class:`QueueUnavailable`."""
+    try:
+        response = sqs.send_message(
+            QueueUrl=queue_url,
+            MessageBody=postback.raw_body,
+            MessageGroupId=postback.order_id,
+            MessageDeduplicationId=deduplication_id(postback.raw_body),
+            MessageAttributes=message_attributes(postback),
+        )
+    except (BotoCoreError, ClientError) as error:
+        raise QueueUnavailable(f"SQS send_message failed ({type(error).__name__}: {_error_code(error)})") from error
+    return response["MessageId"]
+
+
+def _error_code(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", "unknown"))
+    return "no response"

@@ -1,0 +1,154 @@
+"""Receiving one Kite postback: verify, then enqueue; park it when it cannot be enqueued.
+
+This is the whole decision table of ``POST /postback``; the handler only translates HTTP.
+A 2xx answer always means the postback is durably stored (in the queue, or parked in S3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from kitehooks import aws, queue, undelivered
+from kitehooks.config import ConfigurationError, PostbackSettings, postback_settings
+from kitehooks.credentials import CredentialsStore, CredentialsUnavailable
+from kitehooks.postback import (
+    PostbackRejected,
+    SignedPostback,
+    VerifiedPostback,
+    parse_postback,
+    verify_postback,
+)
+
+logger = Logger(child=True)
+metrics = Metrics()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to answer Kite: an HTTP status and a JSON body that holds no secret."""
+
+    status_code: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class PostbackReceiver:
+    def __init__(self, settings: PostbackSettings, credentials: CredentialsStore) -> None:
+        self._settings = settings
+        self._credentials = credentials
+
+    @classmethod
+    def from_environment(cls) -> PostbackReceiver:
+        settings = postback_settings()
+        credentials = CredentialsStore(settings.credentials_secret_id, settings.credentials_cache_seconds)
+        return cls(settings, credentials)
+
+    def receive(self, body: bytes, request_id: str) -> Outcome:
+        try:
+            signed = parse_postback(body, self._settings.max_postback_bytes)
+        except PostbackRejected as rejection:
+            return _rejected(rejection)
+        logger.append_keys(order_id=signed.order_id, order_status=signed.status)
+
+        try:
+            api_secret = self._credentials.get().api_secret
+        except CredentialsUnavailable as error:
+            logger.error("cannot verify postback: credentials unavailable", extra={"reason": str(error)})
+            return self._park(signed.raw_body, "unverified", "credentials-unavailable", signed, request_id)
+
+        try:
+            verified = self._verify(signed, api_secret)
+        except PostbackRejected as rejection:
+            return _rejected(rejection)
+
+        try:
+            message_id = queue.publish(aws.sqs_client(), self._settings.queue_url, verified)
+        except queue.QueueUnavailable as error:
+            logger.error("queue unavailable; parking verified postback", extra={"reason": str(error)})
+            return self._park(verified.raw_body, "verified", "queue-unavailable", signed, request_id)
+
+        metrics.add_metric(name="PostbackEnqueued", unit=MetricUnit.Count, value=1)
+        logger.info("postback enqueued", extra={"message_id": message_id})
+        return Outcome(200, {"status": "queued", "order_id": verified.order_id})
+
+    def _verify(self, signed: SignedPostback, api_secret: str) -> VerifiedPostback:
+        try:
+            return verify_postback(signed, api_secret)
+        except PostbackRejected:
+            # The secret may have been rotated since it was cached: read it again (rate-limited)
+            # before turning away what could be a genuine update that Kite will never resend.
+            try:
+                fresh = self._credentials.refresh_after_mismatch()
+            except CredentialsUnavailable:
+                fresh = None
+            if fresh is None or fresh.api_secret == api_secret:
+                raise
+            return verify_postback(signed, fresh.api_secret)
+
+    def _park(
+        self,
+        raw_body: str,
+        verification: undelivered.Verification,
+        reason: str,
+        signed: SignedPostback,
+        request_id: str,
+    ) -> Outcome:
+        try:
+            key = undelivered.park(
+                aws.s3_client(),
+                self._settings.undelivered_bucket,
+                raw_body,
+                verification,
+                reason,
+                signed.order_id,
+                request_id,
+            )
+        except undelivered.ParkingFailed as error:
+            metrics.add_metric(name="PostbackLost", unit=MetricUnit.Count, value=1)
+            logger.critical("postback could not be stored anywhere", extra={"reason": str(error)})
+            return Outcome(503, {"status": "error", "reason": "postback could not be stored; try again"})
+
+        metrics.add_metric(name="PostbackParked", unit=MetricUnit.Count, value=1)
+        logger.warning("postback parked", extra={"key": key, "verification": verification})
+        if verification == "unverified":
+            # Stored, but not accepted: we could not tell whether it is genuine.
+            return Outcome(
+                503,
+                {
+                    "status": "error",
+                    "reason": "credentials unavailable; postback stored unverified for redelivery",
+                    "order_id": signed.order_id,
+                },
+            )
+        return Outcome(
+            202,
+            {"status": "parked", "reason": "queue unavailable; stored for redelivery", "order_id": signed.order_id},
+        )
+
+
+def _rejected(rejection: PostbackRejected) -> Outcome:
+    with single_metric(
+        name="PostbackRejected", unit=MetricUnit.Count, value=1, namespace=metrics.namespace
+    ) as metric:
+        metric.add_dimension(name="reason", value=rejection.code)
+    logger.warning("postback rejected", extra={"reason": rejection.code, "status_code": rejection.status_code})
+    return Outcome(rejection.status_code, {"status": "rejected", "reason": rejection.reason})
+
+
+@cache
+def receiver() -> PostbackReceiver:
+    """One receiver per container, built on first use so a missing setting is a clear 503."""
+    return PostbackReceiver.from_environment()
+
+
+def receive(body: bytes, request_id: str) -> Outcome:
+    try:
+        current = receiver()
+    except ConfigurationError as error:
+        logger.error("function is misconfigured", extra={"reason": str(error)})
+        return Outcome(503, {"status": "error", "reason": f"kitehooks is misconfigured: {error}"})
+    return current.receive(body, request_id)

@@ -1,0 +1,59 @@
+"""The undelivered bucket: where a postback goes when it cannot be queued, so it is never lost.
+
+Objects hold the raw body exactly as received. Keys say whether the checksum was verified, so
+``kitehooks.redrive`` knows what to check again before it re-sends them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+PREFIX = "undelivered/"
+Verification = Literal["verified", "unverified"]
+
+
+class ParkingFailed(RuntimeError):
+    """The postback could not be written to the undelivered bucket either."""
+
+
+def object_key(raw_body: str, verification: Verification, received_at: datetime) -> str:
+    digest = hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
+    stamp = received_at.astimezone(UTC)
+    return f"{PREFIX}{verification}/{stamp:%Y/%m/%d/%H%M%S}-{digest}.json"
+
+
+def park(
+    s3: S3Client,
+    bucket: str,
+    raw_body: str,
+    verification: Verification,
+    reason: str,
+    order_id: str,
+    request_id: str,
+) -> str:
+    """Store the raw postback; return its key, or raise :class:`ParkingFailed`."""
+    key = object_key(raw_body, verification, datetime.now(UTC))
+    try:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=raw_body.encode("utf-8"),
+            ContentType="application/json",
+            # S3 metadata travels as HTTP headers: ASCII only, so anything else is percent-encoded.
+            Metadata={
+                "reason": quote(reason),
+                "order-id": quote(order_id[:128]),
+                "request-id": quote(request_id[:128]),
+            },
+        )
+    except (BotoCoreError, ClientError) as error:
+        raise ParkingFailed(f"S3 put_object failed ({type(error).__name__})") from error
+    return key
