@@ -22,8 +22,9 @@ aws.sqs_client()  # made during init, once per container
 def postback() -> Response[str]:
     event = app.current_event
     try:
-        body = raw_body(event.body, event.is_base64_encoded)
+        body = raw_body(event.body, bool(event.is_base64_encoded))
     except BodyNotDecodable as error:
+        receiver.count_rejection("invalid_base64")
         return json_response(400, {"status": "rejected", "reason": str(error)})
     outcome = receiver.receive(body, event.request_context.request_id)
     return json_response(outcome.status_code, outcome.body)
@@ -31,10 +32,11 @@ def postback() -> Response[str]:
 
 @app.route("/postback", method=["GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
 def wrong_method() -> Response[str]:
+    receiver.count_rejection("wrong_method")
     return json_response(405, {"status": "rejected", "reason": "use POST"}, headers={"Allow": "POST"})
 
 
-@app.exception_handler(Exception)
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
 def unexpected(error: Exception) -> Response[str]:
     logger.exception("unexpected error")
     return json_response(500, {"status": "error", "reason": "internal error"})

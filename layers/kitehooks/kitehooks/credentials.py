@@ -28,7 +28,7 @@ class ApiCredentials:
 
 def _parse(value: Any) -> ApiCredentials:
     if not isinstance(value, dict):
-        raise CredentialsUnavailable("credentials secret must be JSON {\"api_key\": ..., \"api_secret\": ...}")
+        raise CredentialsUnavailable('credentials secret must be JSON {"api_key": ..., "api_secret": ...}')
     api_key, api_secret = value.get("api_key"), value.get("api_secret")
     if not isinstance(api_key, str) or not isinstance(api_secret, str) or not api_key or not api_secret:
         raise CredentialsUnavailable("credentials secret must hold non-empty api_key and api_secret")

@@ -10,7 +10,9 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response, content_types
 
 
-def json_response(status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
+def json_response(
+    status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[str]:
     return Response(
         status_code=status_code,
         content_type=content_types.APPLICATION_JSON,

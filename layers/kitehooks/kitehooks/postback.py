@@ -84,7 +84,11 @@ def parse_postback(body: bytes, max_bytes: int) -> SignedPostback:
     try:
         document = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
     except json.JSONDecodeError as error:
-        _reject(400, f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}", "malformed_json")
+        _reject(
+            400,
+            f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
+            "malformed_json",
+        )
     if not isinstance(document, dict):
         _reject(400, f"body must be a JSON object, got {type(document).__name__}", "not_an_object")
 

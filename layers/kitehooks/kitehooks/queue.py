@@ -27,9 +27,7 @@ def deduplication_id(raw_body: str) -> str:
 def message_attributes(postback: VerifiedPostback) -> dict[str, MessageAttributeValueTypeDef]:
     attributes = {"user_id": postback.user_id, "order_id": postback.order_id, "status": postback.status}
     # SQS refuses empty attribute values: an attribute Kite did not send is left out.
-    return {
-        name: {"DataType": "String", "StringValue": value} for name, value in attributes.items() if value
-    }
+    return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items() if value}
 
 
 class QueueUnavailable(RuntimeError):
@@ -47,7 +45,9 @@ def publish(sqs: SQSClient, queue_url: str, postback: VerifiedPostback) -> str:
             MessageAttributes=message_attributes(postback),
         )
     except (BotoCoreError, ClientError) as error:
-        raise QueueUnavailable(f"SQS send_message failed ({type(error).__name__}: {_error_code(error)})") from error
+        raise QueueUnavailable(
+            f"SQS send_message failed ({type(error).__name__}: {_error_code(error)})"
+        ) from error
     return response["MessageId"]
 
 

@@ -126,16 +126,28 @@ class PostbackReceiver:
             )
         return Outcome(
             202,
-            {"status": "parked", "reason": "queue unavailable; stored for redelivery", "order_id": signed.order_id},
+            {
+                "status": "parked",
+                "reason": "queue unavailable; stored for redelivery",
+                "order_id": signed.order_id,
+            },
         )
 
 
-def _rejected(rejection: PostbackRejected) -> Outcome:
+def count_rejection(code: str) -> None:
+    # One count in total (for alarms) and one by reason (to see what is being sent).
+    metrics.add_metric(name="PostbackRejected", unit=MetricUnit.Count, value=1)
     with single_metric(
         name="PostbackRejected", unit=MetricUnit.Count, value=1, namespace=metrics.namespace
     ) as metric:
-        metric.add_dimension(name="reason", value=rejection.code)
-    logger.warning("postback rejected", extra={"reason": rejection.code, "status_code": rejection.status_code})
+        metric.add_dimension(name="reason", value=code)
+
+
+def _rejected(rejection: PostbackRejected) -> Outcome:
+    count_rejection(rejection.code)
+    logger.warning(
+        "postback rejected", extra={"reason": rejection.code, "status_code": rejection.status_code}
+    )
     return Outcome(rejection.status_code, {"status": "rejected", "reason": rejection.reason})
 
 
@@ -149,6 +161,7 @@ def receive(body: bytes, request_id: str) -> Outcome:
     try:
         current = receiver()
     except ConfigurationError as error:
+        metrics.add_metric(name="PostbackLost", unit=MetricUnit.Count, value=1)
         logger.error("function is misconfigured", extra={"reason": str(error)})
         return Outcome(503, {"status": "error", "reason": f"kitehooks is misconfigured: {error}"})
     return current.receive(body, request_id)
