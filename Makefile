@@ -66,7 +66,7 @@ start-api: build ## sam local start-api (needs Docker)
 	$(BIN)/sam local start-api --env-vars events/env.json --port 3000
 
 redrive: $(STAMP) ## re-send parked postbacks of stack STACK to its queue, verifying checksums
-	$(PY) -m kitehooks.redrive --stack $(STACK)
+	PYTHONPATH=layers/kitehooks $(PY) -m kitehooks.redrive --stack $(STACK)
 
 clean: ## remove build output and caches
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
