@@ -1,4 +1,4 @@
-"""Create the template's queues, buckets and secrets in an AWS emulator (moto server).
+"""Create the template's queues, buckets, tables and secrets in an AWS emulator (moto server).
 
 What the template declares is what gets made: names derive from the stack name and logical id,
 attributes from the resource's properties, so local runs and tests exercise the template itself.
@@ -69,6 +69,7 @@ def provision(
     sqs: Any = boto3.client("sqs", region_name=region)
     s3: Any = boto3.client("s3", region_name=region)
     secrets: Any = boto3.client("secretsmanager", region_name=region)
+    dynamodb: Any = boto3.client("dynamodb", region_name=region)
 
     queues = {lid: r for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
     ordered = sorted(queues, key=lambda lid: "RedrivePolicy" in queues[lid].get("Properties", {}))
@@ -124,5 +125,22 @@ def provision(
         name = f"{stack_name}/{logical_id}"
         arn = secrets.create_secret(Name=name, SecretString=value)["ARN"]
         created[logical_id] = {"Ref": arn, "Id": arn, "Name": name}
+
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::DynamoDB::Table":
+            continue
+        properties = resource.get("Properties", {})
+        name = f"{stack_name}-{logical_id}"
+        arn = dynamodb.create_table(
+            TableName=name,
+            KeySchema=[dict(key) for key in properties["KeySchema"]],
+            AttributeDefinitions=[dict(attribute) for attribute in properties["AttributeDefinitions"]],
+            BillingMode=properties.get("BillingMode", "PAY_PER_REQUEST"),
+        )["TableDescription"]["TableArn"]
+        if "TimeToLiveSpecification" in properties:
+            dynamodb.update_time_to_live(
+                TableName=name, TimeToLiveSpecification=dict(properties["TimeToLiveSpecification"])
+            )
+        created[logical_id] = {"Ref": name, "Arn": arn}
 
     return created

@@ -112,12 +112,20 @@ class FakeLambdaContext:
 
 def reset_layer_caches() -> None:
     """Forget per-container state, as a new container would."""
-    from kitehooks import aws, config, receiver
+    from kitehooks import aws, config, credentials, receiver
 
-    config.postback_settings.cache_clear()
-    receiver.receiver.cache_clear()
-    aws.sqs_client.cache_clear()
-    aws.s3_client.cache_clear()
+    for cached in (
+        config.postback_settings,
+        config.login_settings,
+        config.callback_settings,
+        credentials.credentials_store,
+        receiver.receiver,
+        aws.sqs_client,
+        aws.s3_client,
+        aws.secretsmanager_client,
+        aws.dynamodb_client,
+    ):
+        cached.cache_clear()
 
 
 def closed_port() -> int:

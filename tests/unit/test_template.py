@@ -105,3 +105,37 @@ def test_handler_imports_with_only_its_code_uri_and_the_layer_on_sys_path(functi
     assert result.returncode == 0, result.stderr
     if function == "PostbackFunction":
         assert result.stdout.strip() == "[]", "the postback path must import neither requests nor pydantic"
+
+
+def test_login_function_may_only_read_the_credentials() -> None:
+    assert grants("LoginFunction") == {
+        ("secretsmanager:GetSecretValue", repr({"Ref": "ApiCredentialsSecret"}))
+    }
+
+
+def test_callback_function_may_write_secrets_only_under_the_session_prefix() -> None:
+    session_secrets = repr(
+        {
+            "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SessionPrefix}/*"
+        }
+    )
+    assert grants("CallbackFunction") == {
+        ("secretsmanager:GetSecretValue", repr({"Ref": "ApiCredentialsSecret"})),
+        ("secretsmanager:CreateSecret", session_secrets),
+        ("secretsmanager:PutSecretValue", session_secrets),
+        ("dynamodb:PutItem", repr({"Fn::GetAtt": ["LoginStatesTable", "Arn"]})),
+    }
+
+
+def test_routes_are_the_three_of_the_contract() -> None:
+    routes = {
+        (event["Properties"]["Method"], event["Properties"]["Path"], lid)
+        for lid, function in FUNCTIONS.items()
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] == "HttpApi"
+    }
+    assert routes == {
+        ("GET", "/login", "LoginFunction"),
+        ("GET", "/callback", "CallbackFunction"),
+        ("POST", "/postback", "PostbackFunction"),
+    }

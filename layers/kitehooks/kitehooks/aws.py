@@ -13,7 +13,9 @@ import boto3
 from botocore.config import Config
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
 # Standard retry mode backs off and retries throttling and transient faults; three attempts with
@@ -35,3 +37,13 @@ def sqs_client() -> SQSClient:
 def s3_client() -> S3Client:
     # Made on first use: the S3 model costs ~100 ms to load and is only needed to park a postback.
     return boto3.client("s3", config=AWS_CLIENT_CONFIG)
+
+
+@cache
+def secretsmanager_client() -> SecretsManagerClient:
+    return boto3.client("secretsmanager", config=AWS_CLIENT_CONFIG)
+
+
+@cache
+def dynamodb_client() -> DynamoDBClient:
+    return boto3.client("dynamodb", config=AWS_CLIENT_CONFIG)

@@ -56,3 +56,54 @@ def postback_settings() -> PostbackSettings:
         ),
         max_postback_bytes=_positive_int("MAX_POSTBACK_BYTES", DEFAULT_MAX_POSTBACK_BYTES),
     )
+
+
+def _user_ids(name: str) -> frozenset[str]:
+    raw = os.environ.get(name, "")
+    return frozenset(part.strip().upper() for part in raw.replace(";", ",").split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSettings:
+    """What ``/login`` and ``/callback`` need. The callback-only settings are optional here and
+    checked by :func:`callback_settings`."""
+
+    credentials_secret_id: str
+    credentials_cache_seconds: int
+    kite_login_url: str
+    kite_api_root: str
+    state_ttl_seconds: int
+    session_prefix: str
+    login_states_table: str
+    allowed_user_ids: frozenset[str]  # empty: every Kite user of the app may log in
+    kite_read_timeout_seconds: int
+
+
+@cache
+def login_settings() -> LoginSettings:
+    return LoginSettings(
+        credentials_secret_id=_required("API_CREDENTIALS_SECRET_ID"),
+        credentials_cache_seconds=_positive_int(
+            "CREDENTIALS_CACHE_SECONDS", DEFAULT_CREDENTIALS_CACHE_SECONDS
+        ),
+        kite_login_url=_required("KITE_LOGIN_URL"),
+        kite_api_root=os.environ.get("KITE_API_ROOT", "").strip(),
+        state_ttl_seconds=_positive_int("LOGIN_STATE_TTL_SECONDS", 600),
+        session_prefix=os.environ.get("SESSION_PREFIX", "").strip(),
+        login_states_table=os.environ.get("LOGIN_STATES_TABLE", "").strip(),
+        allowed_user_ids=_user_ids("ALLOWED_USER_IDS"),
+        kite_read_timeout_seconds=_positive_int("KITE_READ_TIMEOUT_SECONDS", 10),
+    )
+
+
+@cache
+def callback_settings() -> LoginSettings:
+    settings = login_settings()
+    for name, value in (
+        ("KITE_API_ROOT", settings.kite_api_root),
+        ("SESSION_PREFIX", settings.session_prefix),
+        ("LOGIN_STATES_TABLE", settings.login_states_table),
+    ):
+        if not value:
+            raise ConfigurationError(f"environment variable {name} is not set")
+    return settings

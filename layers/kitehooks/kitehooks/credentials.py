@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,3 +84,9 @@ class CredentialsStore:
             return None
         self._last_forced = now
         return self.get(force_fetch=True)
+
+
+@cache
+def credentials_store(secret_id: str, cache_seconds: int) -> CredentialsStore:
+    """One store (and so one cache) per secret per container."""
+    return CredentialsStore(secret_id, cache_seconds)

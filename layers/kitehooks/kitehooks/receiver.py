@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from kitehooks import aws, queue, undelivered
 from kitehooks.config import ConfigurationError, PostbackSettings, postback_settings
-from kitehooks.credentials import CredentialsStore, CredentialsUnavailable
+from kitehooks.credentials import CredentialsStore, CredentialsUnavailable, credentials_store
 from kitehooks.postback import (
     PostbackRejected,
     SignedPostback,
@@ -44,8 +44,9 @@ class PostbackReceiver:
     @classmethod
     def from_environment(cls) -> PostbackReceiver:
         settings = postback_settings()
-        credentials = CredentialsStore(settings.credentials_secret_id, settings.credentials_cache_seconds)
-        return cls(settings, credentials)
+        return cls(
+            settings, credentials_store(settings.credentials_secret_id, settings.credentials_cache_seconds)
+        )
 
     def receive(self, body: bytes, request_id: str) -> Outcome:
         try:

@@ -1,0 +1,75 @@
+"""The small HTML pages a person sees at /login and /callback."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.shared.cookies import Cookie
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+    from kitehooks.login import Page
+
+# The callback URL carries a request_token: no referrer leaves the page, nothing is cached, and
+# the page loads nothing from anywhere.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+}
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{title}</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:4rem auto;padding:0 1rem;color:#222}}
+h1{{font-size:1.4rem}}</style></head>
+<body><h1>{title}</h1><p>{message}</p></body></html>
+"""
+
+
+def html_page(
+    status_code: int, title: str, message: str, cookies: list[Cookie] | None = None
+) -> Response[str]:
+    body = _PAGE.format(title=html.escape(title), message=html.escape(message))
+    return Response(
+        status_code=status_code,
+        content_type="text/html; charset=utf-8",
+        body=body,
+        headers=dict(SECURITY_HEADERS),
+        cookies=cookies or [],
+    )
+
+
+def redirect(location: str, cookies: list[Cookie] | None = None, status_code: int = 302) -> Response[str]:
+    return Response(
+        status_code=status_code,
+        content_type="text/plain; charset=utf-8",
+        body="",
+        headers={**SECURITY_HEADERS, "Location": location},
+        cookies=cookies or [],
+    )
+
+
+def render(page: Page) -> Response[str]:
+    if page.location is not None:
+        return redirect(page.location, page.cookies, page.status_code)
+    return html_page(page.status_code, page.title, page.message, page.cookies)
+
+
+def request_cookie(event: APIGatewayProxyEventV2, name: str) -> str | None:
+    """The first cookie called ``name`` that the browser sent."""
+    for cookie in event.cookies or []:
+        key, _, value = cookie.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    return None
+
+
+def is_https(event: APIGatewayProxyEventV2) -> bool:
+    """API Gateway is HTTPS only; a local gateway on plain HTTP says so in X-Forwarded-Proto."""
+    return (event.headers or {}).get("x-forwarded-proto", "https").lower() != "http"

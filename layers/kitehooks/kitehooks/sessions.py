@@ -1,0 +1,131 @@
+"""Kite sessions kept in Secrets Manager: one secret per Kite user, ``<prefix>/<user_id>``.
+
+The secret's JSON is the contract other systems read: user_id, user_name, api_key, access_token,
+public_token, refresh_token, login_time, expires_at (next 06:00 IST, ISO 8601 with offset),
+status (active|expired|revoked), updated_at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, time, timedelta, timezone
+from typing import TYPE_CHECKING, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+# IST has no daylight saving: a fixed offset is exact.
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+# Kite expires every access token at 06:00 IST the next morning.
+EXPIRY_TIME_IST = time(6, 0)
+_USER_ID = re.compile(r"[A-Za-z0-9]{2,16}")
+
+SessionStatus = Literal["active", "expired", "revoked"]
+
+
+class SessionStoreError(RuntimeError):
+    """The session could not be stored. The message names no token."""
+
+
+@dataclass(frozen=True, slots=True)
+class KiteSession:
+    user_id: str
+    user_name: str
+    api_key: str
+    access_token: str = field(repr=False)
+    public_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    login_time: str
+    expires_at: str
+    status: SessionStatus
+    updated_at: str
+
+
+def next_expiry(moment: datetime) -> datetime:
+    """The first 06:00 IST strictly after ``moment``."""
+    local = moment.astimezone(IST)
+    expiry = datetime.combine(local.date(), EXPIRY_TIME_IST, tzinfo=IST)
+    return expiry if expiry > local else expiry + timedelta(days=1)
+
+
+def kite_login_time(login_time: str, fallback: datetime) -> datetime:
+    """Kite's "YYYY-MM-DD HH:MM:SS" (IST, no offset) as an aware datetime."""
+    try:
+        return datetime.strptime(login_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=IST)
+    except ValueError:
+        return fallback.astimezone(IST)
+
+
+def valid_user_id(user_id: str) -> bool:
+    return bool(_USER_ID.fullmatch(user_id))
+
+
+def secret_name(prefix: str, user_id: str) -> str:
+    if not valid_user_id(user_id):
+        raise SessionStoreError("Kite returned a user_id that is not a Kite client id")
+    return f"{prefix.rstrip('/')}/{user_id}"
+
+
+class SessionStore:
+    def __init__(self, secrets: SecretsManagerClient, prefix: str) -> None:
+        self._secrets = secrets
+        self._prefix = prefix
+
+    def put(self, session: KiteSession) -> str:
+        """Store the session as the user's secret (created on first login); return its name."""
+        name = secret_name(self._prefix, session.user_id)
+        value = json.dumps(asdict(session), separators=(",", ":"))
+        try:
+            try:
+                self._secrets.put_secret_value(SecretId=name, SecretString=value)
+            except self._secrets.exceptions.ResourceNotFoundException:
+                try:
+                    self._secrets.create_secret(
+                        Name=name,
+                        SecretString=value,
+                        Description=f"Kite Connect session of {session.user_id} (kitehooks)",
+                    )
+                except self._secrets.exceptions.ResourceExistsException:
+                    # Another login of the same user created it first: ours is the newer version.
+                    self._secrets.put_secret_value(SecretId=name, SecretString=value)
+        except (BotoCoreError, ClientError) as error:
+            raise SessionStoreError(
+                f"could not store the session of {session.user_id} ({_code(error)})"
+            ) from None
+        return name
+
+
+def _code(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", type(error).__name__))
+    return type(error).__name__
+
+
+def new_session(
+    user_id: str,
+    user_name: str,
+    api_key: str,
+    access_token: str,
+    public_token: str,
+    refresh_token: str,
+    login_time: str,
+    now: datetime,
+) -> KiteSession:
+    logged_in = kite_login_time(login_time, now)
+    return KiteSession(
+        user_id=user_id,
+        user_name=user_name,
+        api_key=api_key,
+        access_token=access_token,
+        public_token=public_token,
+        refresh_token=refresh_token,
+        login_time=logged_in.isoformat(),
+        expires_at=next_expiry(logged_in).isoformat(),
+        status="active",
+        updated_at=now.astimezone(UTC).isoformat(),
+    )

@@ -1,0 +1,406 @@
+"""/login and /callback against the Kite simulator and a moto server, both over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+import requests
+from kiteconnect import KiteConnect
+
+from local.kite_simulator import KiteSimulator
+from local.provision import ResourceValues
+from local.samples import http_api_event
+from tests.conftest import (
+    TEST_API_KEY,
+    TEST_API_SECRET,
+    FakeLambdaContext,
+    closed_port,
+    load_function,
+    reset_layer_caches,
+)
+
+REDIRECT_URL = "https://kitehooks.example/callback"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    cookies: list[str]
+    body: str
+
+    @property
+    def location(self) -> str:
+        return self.headers["Location"]
+
+
+@dataclass
+class Browser:
+    """Drives the two functions the way API Gateway and a browser would, keeping cookies."""
+
+    sim: KiteSimulator
+    prefix: str
+    jar: dict[str, str] = field(default_factory=dict)
+    answers: list[Answer] = field(default_factory=list)
+
+    def call(self, function: str, path: str, query: str = "") -> Answer:
+        cookies = [f"{name}={value}" for name, value in self.jar.items()]
+        event = http_api_event("GET", path, None, query=query, cookies=cookies, request_id=uuid.uuid4().hex)
+        response = load_function(function).handler(event, FakeLambdaContext())
+        answer = Answer(
+            response["statusCode"], response.get("headers", {}), response.get("cookies", []), response["body"]
+        )
+        for cookie in answer.cookies:
+            name, _, rest = cookie.partition("=")
+            value = rest.split(";")[0]
+            if "Max-Age=0" in cookie:
+                self.jar.pop(name, None)
+            else:
+                self.jar[name] = value
+        self.answers.append(answer)
+        return answer
+
+    def login(self, query: str = "") -> Answer:
+        return self.call("login", "/login", query)
+
+    def kite(self, login_location: str) -> str:
+        """Follow /login's redirect to Kite; return the callback query Kite redirects back with."""
+        response = requests.get(login_location, allow_redirects=False, timeout=5)
+        assert response.status_code == 302
+        location = response.headers["Location"]
+        assert location.startswith(REDIRECT_URL)
+        return urlsplit(location).query
+
+    def callback(self, query: str) -> Answer:
+        return self.call("callback", "/callback", query)
+
+    def full_login(self) -> Answer:
+        return self.callback(self.kite(self.login().location))
+
+
+@pytest.fixture
+def sim() -> Iterator[KiteSimulator]:
+    with KiteSimulator(
+        api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url=REDIRECT_URL
+    ) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def browser(stack: ResourceValues, sim: KiteSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
+    prefix = f"kitehooks-test-{uuid.uuid4().hex[:8]}/sessions"
+    monkeypatch.setenv("API_CREDENTIALS_SECRET_ID", stack["ApiCredentialsSecret"]["Ref"])
+    monkeypatch.setenv("KITE_LOGIN_URL", f"{sim.url}/connect/login")
+    monkeypatch.setenv("KITE_API_ROOT", sim.url)
+    monkeypatch.setenv("SESSION_PREFIX", prefix)
+    monkeypatch.setenv("LOGIN_STATES_TABLE", stack["LoginStatesTable"]["Ref"])
+    monkeypatch.setenv("ALLOWED_USER_IDS", "")
+    monkeypatch.setenv("KITE_READ_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("LOGIN_STATE_TTL_SECONDS", "600")
+    reset_layer_caches()
+    yield Browser(sim, prefix)
+    reset_layer_caches()
+
+
+def stored_session(browser: Browser, user_id: str = "AB1234") -> dict[str, Any] | None:
+    secrets = boto3.client("secretsmanager")
+    try:
+        value = secrets.get_secret_value(SecretId=f"{browser.prefix}/{user_id}")["SecretString"]
+    except secrets.exceptions.ResourceNotFoundException:
+        return None
+    session: dict[str, Any] = json.loads(value)
+    return session
+
+
+def exchanges(sim: KiteSimulator) -> int:
+    return sum(
+        1 for request in sim.api_requests() if request.path == "/session/token" and request.method == "POST"
+    )
+
+
+def test_login_redirects_to_kite_with_a_signed_state_and_a_browser_cookie(browser: Browser) -> None:
+    answer = browser.login()
+    assert answer.status == 302
+    target = urlsplit(answer.location)
+    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{browser.sim.url}/connect/login"
+    query = parse_qs(target.query)
+    assert query["v"] == ["3"]
+    assert query["api_key"] == [TEST_API_KEY]
+    assert "state" in parse_qs(query["redirect_params"][0])
+    [cookie] = answer.cookies
+    assert cookie.startswith("kitehooks_login=")
+    for attribute in ("HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=600"):
+        assert attribute in cookie
+
+
+def test_full_login_stores_the_session_and_shows_no_token(browser: Browser) -> None:
+    answer = browser.full_login()
+    assert answer.status == 200, answer.body
+    assert "Welcome, Arjun Bhat" in answer.body
+    assert "06:00 IST" in answer.body
+    assert answer.headers["Referrer-Policy"] == "no-referrer"
+    assert "kitehooks_login" not in browser.jar  # the login cookie was cleared
+
+    session = stored_session(browser)
+    assert session is not None
+    assert set(session) >= {
+        "user_id",
+        "user_name",
+        "api_key",
+        "access_token",
+        "public_token",
+        "refresh_token",
+        "login_time",
+        "expires_at",
+        "status",
+        "updated_at",
+    }
+    assert (session["user_id"], session["api_key"], session["status"]) == ("AB1234", TEST_API_KEY, "active")
+    assert session["access_token"] in browser.sim.active_access_tokens()
+    expires = datetime.fromisoformat(session["expires_at"])
+    assert expires.utcoffset() == timedelta(hours=5, minutes=30)
+    assert (expires.hour, expires.minute) == (6, 0)
+    assert timedelta(0) < expires - datetime.fromisoformat(session["login_time"]) <= timedelta(days=1)
+    for token in (session["access_token"], session["public_token"], session["refresh_token"]):
+        assert token not in answer.body
+
+    # The official client accepts the stored token: it is a live Kite session.
+    kite = KiteConnect(api_key=TEST_API_KEY, root=browser.sim.url)
+    kite.set_access_token(session["access_token"])
+    assert kite.profile()["user_id"] == "AB1234"
+
+
+def test_second_login_stores_a_new_version_of_the_same_secret(browser: Browser) -> None:
+    assert browser.full_login().status == 200
+    first = stored_session(browser)
+    assert browser.full_login().status == 200
+    second = stored_session(browser)
+    assert first is not None
+    assert second is not None
+    assert first["access_token"] != second["access_token"]
+    versions = boto3.client("secretsmanager").list_secret_version_ids(SecretId=f"{browser.prefix}/AB1234")
+    assert len(versions["Versions"]) == 2
+
+
+def test_next_path_is_where_the_browser_goes_after_login(browser: Browser) -> None:
+    answer = browser.callback(browser.kite(browser.login("next=%2Forders%3Fview%3Dopen").location))
+    assert answer.status == 303
+    assert answer.location == "/orders?view=open"
+    assert stored_session(browser) is not None
+
+
+@pytest.mark.parametrize(
+    "next_path", ["https://evil.example/", "//evil.example", "/\\evil.example", "orders"]
+)
+def test_next_must_be_a_path_on_this_site(browser: Browser, next_path: str) -> None:
+    from urllib.parse import quote
+
+    answer = browser.login(f"next={quote(next_path, safe='')}")
+    assert answer.status == 400
+    assert "path on this site" in answer.body
+    assert answer.cookies == []
+
+
+def test_denied_login_stores_nothing_and_never_calls_kite(browser: Browser) -> None:
+    browser.sim.set_login_outcome("cancelled")
+    answer = browser.full_login()
+    assert answer.status == 400
+    assert "cancelled" in answer.body
+    assert exchanges(browser.sim) == 0
+    assert stored_session(browser) is None
+
+
+def test_replayed_callback_is_refused_before_kite_is_called(browser: Browser) -> None:
+    login = browser.login()
+    saved_cookie = dict(browser.jar)
+    query = browser.kite(login.location)
+    assert browser.callback(query).status == 200
+    browser.jar.update(saved_cookie)  # even with the original cookie put back
+    answer = browser.callback(query)
+    assert answer.status == 400
+    assert "already used" in answer.body
+    assert exchanges(browser.sim) == 1
+
+
+def test_reused_request_token_is_refused_by_kite_and_shown_as_expired(browser: Browser) -> None:
+    used = parse_qs(browser.kite(browser.login().location))
+    assert (
+        browser.callback(
+            f"status=success&request_token={used['request_token'][0]}&state={used['state'][0]}"
+        ).status
+        == 200
+    )
+    fresh = parse_qs(browser.kite(browser.login().location))
+    answer = browser.callback(
+        f"status=success&request_token={used['request_token'][0]}&state={fresh['state'][0]}"
+    )
+    assert answer.status == 400
+    assert "expired or was already used" in answer.body
+    assert exchanges(browser.sim) == 2
+
+
+def test_forged_state_is_refused(browser: Browser) -> None:
+    query = parse_qs(browser.kite(browser.login().location))
+    state = query["state"][0]
+    forged = state[:-2] + ("AA" if not state.endswith("AA") else "BB")
+    answer = browser.callback(f"status=success&request_token={query['request_token'][0]}&state={forged}")
+    assert answer.status == 400
+    assert "not one we issued" in answer.body
+    assert exchanges(browser.sim) == 0
+
+
+def test_state_signed_with_another_secret_is_refused(browser: Browser) -> None:
+    from kitehooks.login_state import sign_state
+
+    query = parse_qs(browser.kite(browser.login().location))
+    nonce = browser.jar["kitehooks_login"]
+    forged = sign_state("guessed-secret", nonce, int(time.time()) + 600, None)
+    answer = browser.callback(f"status=success&request_token={query['request_token'][0]}&state={forged}")
+    assert answer.status == 400
+    assert exchanges(browser.sim) == 0
+
+
+def test_expired_state_is_refused(browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGIN_STATE_TTL_SECONDS", "1")
+    reset_layer_caches()
+    query = browser.kite(browser.login().location)
+    time.sleep(1.2)
+    answer = browser.callback(query)
+    assert answer.status == 400
+    assert "expired" in answer.body
+    assert exchanges(browser.sim) == 0
+
+
+def test_missing_cookie_is_refused(browser: Browser) -> None:
+    query = browser.kite(browser.login().location)
+    browser.jar.clear()
+    answer = browser.callback(query)
+    assert answer.status == 400
+    assert "did not start the login" in answer.body
+    assert exchanges(browser.sim) == 0
+
+
+def test_cookie_of_another_login_is_refused(browser: Browser) -> None:
+    query = browser.kite(browser.login().location)
+    browser.login()  # a second login in this browser replaces the cookie
+    answer = browser.callback(query)
+    assert answer.status == 400
+    assert "another browser" in answer.body
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [("", "missing"), ("status=success&request_token=short", "malformed"), ("status=success", "missing")],
+)
+def test_missing_or_malformed_parameters_are_400(browser: Browser, query: str, reason: str) -> None:
+    state = parse_qs(browser.kite(browser.login().location))["state"][0]
+    answer = browser.callback(f"{query}&state={state}" if query else "")
+    assert answer.status == 400
+    assert reason in answer.body
+    assert exchanges(browser.sim) == 0
+
+
+def test_user_not_on_the_allow_list_gets_403_nothing_stored_and_the_token_revoked(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALLOWED_USER_IDS", "ZZ9999, YY8888")
+    reset_layer_caches()
+    answer = browser.full_login()
+    assert answer.status == 403
+    assert "AB1234" in answer.body
+    assert stored_session(browser) is None
+    assert browser.sim.active_access_tokens() == []
+
+
+def test_user_on_the_allow_list_logs_in(browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_USER_IDS", "zz9999,ab1234")
+    reset_layer_caches()
+    assert browser.full_login().status == 200
+
+
+def test_kite_down_is_502(browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    query = browser.kite(browser.login().location)
+    monkeypatch.setenv("KITE_API_ROOT", f"http://127.0.0.1:{closed_port()}")
+    reset_layer_caches()
+    answer = browser.callback(query)
+    assert answer.status == 502
+    assert stored_session(browser) is None
+
+
+def test_kite_slow_is_504_without_a_retry(browser: Browser) -> None:
+    query = browser.kite(browser.login().location)
+    browser.sim.set_delay(2.5)
+    answer = browser.callback(query)
+    assert answer.status == 504
+    assert exchanges(browser.sim) == 1  # a request_token works once: never sent twice
+    assert stored_session(browser) is None
+
+
+def test_kite_answering_html_is_502(browser: Browser) -> None:
+    query = browser.kite(browser.login().location)
+    browser.sim.set_html_errors(True)
+    answer = browser.callback(query)
+    assert answer.status == 502
+    assert "<center>" not in answer.body  # Kite's page is not passed through
+    assert stored_session(browser) is None
+
+
+def test_placeholder_credentials_make_login_refuse_clearly(browser: Browser, stack: ResourceValues) -> None:
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=stack["ApiCredentialsSecret"]["Ref"],
+        SecretString='{"api_key": "REPLACE_ME", "api_secret": "REPLACE_ME"}',
+    )
+    answer = browser.login()
+    assert answer.status == 503
+    assert "not configured" in answer.body
+
+
+def test_no_secret_or_token_reaches_logs_or_responses(
+    browser: Browser,
+    monkeypatch: pytest.MonkeyPatch,
+    service_logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Every path at once: success, replay, reuse, denial, Kite slow, HTML and down, allow-list.
+    first = browser.kite(browser.login().location)
+    browser.callback(first)
+    browser.callback(first)
+    browser.full_login()
+    browser.sim.set_login_outcome("cancelled")
+    browser.full_login()
+    browser.sim.set_login_outcome("success")
+    query = browser.kite(browser.login().location)
+    browser.sim.set_delay(1.5)
+    browser.callback(query)
+    browser.sim.set_delay(0)
+    browser.sim.set_html_errors(True)
+    browser.full_login()
+    browser.sim.set_html_errors(False)
+    monkeypatch.setenv("ALLOWED_USER_IDS", "ZZ9999")
+    reset_layer_caches()
+    browser.full_login()
+    monkeypatch.setenv("KITE_API_ROOT", f"http://127.0.0.1:{closed_port()}")
+    reset_layer_caches()
+    browser.full_login()
+
+    session = stored_session(browser)
+    assert session is not None
+    captured = capsys.readouterr()
+    output = service_logs.getvalue() + captured.out + captured.err
+    output += json.dumps([answer.__dict__ for answer in browser.answers])
+    assert "session stored" in output  # the capture did see the logs
+    planted = [TEST_API_SECRET, session["access_token"], session["refresh_token"], session["public_token"]]
+    planted += browser.sim.issued_request_tokens() + browser.sim.active_refresh_tokens()
+    for value in planted:
+        assert value
+        assert value not in output
