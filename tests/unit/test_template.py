@@ -114,11 +114,8 @@ def test_login_function_may_only_read_the_credentials() -> None:
 
 
 def test_callback_function_may_write_secrets_only_under_the_session_prefix() -> None:
-    session_secrets = repr(
-        {
-            "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SessionPrefix}/*"
-        }
-    )
+    arn = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SessionPrefix}/*"
+    session_secrets = repr({"Fn::Sub": arn})
     assert grants("CallbackFunction") == {
         ("secretsmanager:GetSecretValue", repr({"Ref": "ApiCredentialsSecret"})),
         ("secretsmanager:CreateSecret", session_secrets),
