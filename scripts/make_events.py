@@ -27,6 +27,20 @@ def main() -> None:
     tampered = valid.replace(b'"order_id":"220303000308932"', b'"order_id":"220303000308933"')
     write("postback-tampered.json", http_api_event("POST", "/postback", tampered))
     write("postback-malformed.json", http_api_event("POST", "/postback", b'{"order_id": "220303000308932",'))
+    write("login.json", http_api_event("GET", "/login", None, query="next=%2F"))
+    # Kite's redirect back, as a browser would bring it. Its state was not issued by your stack,
+    # so invoking it shows the callback's refusal page: log in through /login for the real flow.
+    write(
+        "callback.json",
+        http_api_event(
+            "GET",
+            "/callback",
+            None,
+            query="action=login&type=login&status=success&request_token=SampleRequestToken0123456789abcd"
+            "&state=eyJuIjoic2FtcGxlIiwiZSI6MCwieCI6bnVsbH0.c2FtcGxlLXNpZ25hdHVyZQ",
+            cookies=["kitehooks_login=sample-nonce-sample-nonce-000"],
+        ),
+    )
 
 
 if __name__ == "__main__":
