@@ -6,6 +6,8 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
+# The local tools import the layer's package the way the functions do.
+RUN         := PYTHONPATH=$(CURDIR)/layers/kitehooks:$(CURDIR) $(PY)
 # sam build looks for python3.13 on PATH: the venv's own interpreter satisfies it.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
@@ -51,7 +53,7 @@ e2e: $(STAMP) ## end-to-end tests only (the local stack over HTTP)
 	$(BIN)/pytest tests/e2e
 
 bench: $(STAMP) ## cold start and warm per-request figures of the postback path
-	$(PY) benchmarks/postback.py
+	$(RUN) benchmarks/postback.py
 
 build: $(STAMP) ## sam build
 	$(BIN)/sam build
@@ -66,7 +68,19 @@ start-api: build ## sam local start-api (needs Docker)
 	$(BIN)/sam local start-api --env-vars events/env.json --port 3000
 
 redrive: $(STAMP) ## re-send parked postbacks of stack STACK to its queue, verifying checksums
-	PYTHONPATH=layers/kitehooks $(PY) -m kitehooks.redrive --stack $(STACK)
+	$(RUN) -m kitehooks.redrive --stack $(STACK)
 
 clean: ## remove build output and caches
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+dev: $(STAMP) ## the whole stack locally: API :3000, AWS emulator :5000, Kite simulator :5100
+	$(RUN) -m local.dev
+
+postback: $(STAMP) ## send a signed sample postback to the local stack (STATUS=.. ORDER_ID=..)
+	$(RUN) -m local.tools postback $(if $(STATUS),--status $(STATUS)) $(if $(ORDER_ID),--order-id $(ORDER_ID))
+
+queue: $(STAMP) ## show the local order-update queue
+	$(RUN) -m local.tools queue
+
+sessions: $(STAMP) ## show the local stack's stored sessions, without their tokens
+	$(RUN) -m local.tools sessions
