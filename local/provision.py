@@ -57,19 +57,21 @@ def provision(
     stack_name: str,
     region: str = "ap-south-1",
     secret_values: Mapping[str, str] | None = None,
+    endpoint_url: str | None = None,
 ) -> ResourceValues:
     """Create every SQS queue, S3 bucket and Secrets Manager secret the template declares.
 
     ``secret_values`` replaces a secret's template value (e.g. real local credentials instead of the
     placeholder). Queues are created dead-letter targets first, so redrive policies resolve.
+    ``endpoint_url`` names the emulator; without it boto3's own settings (AWS_ENDPOINT_URL) apply.
     """
     resources = load_template(template_path)["Resources"]
     created: ResourceValues = {}
     # Typed as Any: the values come from the template as plain dicts, not boto3's TypedDicts.
-    sqs: Any = boto3.client("sqs", region_name=region)
-    s3: Any = boto3.client("s3", region_name=region)
-    secrets: Any = boto3.client("secretsmanager", region_name=region)
-    dynamodb: Any = boto3.client("dynamodb", region_name=region)
+    sqs: Any = boto3.client("sqs", region_name=region, endpoint_url=endpoint_url)
+    s3: Any = boto3.client("s3", region_name=region, endpoint_url=endpoint_url)
+    secrets: Any = boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint_url)
+    dynamodb: Any = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
 
     queues = {lid: r for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
     ordered = sorted(queues, key=lambda lid: "RedrivePolicy" in queues[lid].get("Properties", {}))
