@@ -20,7 +20,7 @@ LOCAL_URL   ?= http://127.0.0.1:3000
 .PHONY: help venv test lint typecheck template unit integration e2e build deploy invoke start-api bench dev postback queue sessions redrive clean
 
 help: ## list the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): requirements-dev.txt layers/kitehooks/requirements.txt
 	@test -x $(PY) || { py=$$(scripts/find-python.sh 3.13) && echo "creating $(VENV) with $$py" && $$py -m venv $(VENV); }
@@ -61,11 +61,15 @@ build: $(STAMP) ## sam build
 deploy: build ## sam deploy (guided the first time, when samconfig has no stack yet)
 	@if grep -q '^stack_name' samconfig.toml; then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
 
-invoke: build ## sam local invoke FN=.. EVENT=.. (needs Docker)
-	$(BIN)/sam local invoke $(FN) --event $(EVENT) --env-vars events/env.json
+# On Linux, containers reach the host as host.docker.internal only with an explicit mapping.
+DOCKER_HOST_IP ?=
+SAM_LOCAL_ARGS := --env-vars events/env.json $(if $(DOCKER_HOST_IP),--add-host host.docker.internal:$(DOCKER_HOST_IP))
 
-start-api: build ## sam local start-api (needs Docker)
-	$(BIN)/sam local start-api --env-vars events/env.json --port 3000
+invoke: build ## sam local invoke FN=.. EVENT=.. against `make dev DEV_ARGS=--bind=0.0.0.0` (needs Docker)
+	$(BIN)/sam local invoke $(FN) --event $(EVENT) $(SAM_LOCAL_ARGS)
+
+start-api: build ## sam local start-api on :3001 against the same emulator and simulator (needs Docker)
+	$(BIN)/sam local start-api --port 3001 $(SAM_LOCAL_ARGS)
 
 redrive: $(STAMP) ## re-send parked postbacks of stack STACK to its queue, verifying checksums
 	$(RUN) -m kitehooks.redrive --stack $(STACK)
@@ -74,7 +78,7 @@ clean: ## remove build output and caches
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 dev: $(STAMP) ## the whole stack locally: API :3000, AWS emulator :5000, Kite simulator :5100
-	$(RUN) -m local.dev
+	$(RUN) -m local.dev $(DEV_ARGS)
 
 postback: $(STAMP) ## send a signed sample postback to the local stack (STATUS=.. ORDER_ID=..)
 	$(RUN) -m local.tools postback $(if $(STATUS),--status $(STATUS)) $(if $(ORDER_ID),--order-id $(ORDER_ID))

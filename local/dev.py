@@ -95,6 +95,9 @@ class DevStack:
     user_id: str = DEFAULT_USER_ID
     template: Path = TEMPLATE
     stack_name: str = STACK_NAME
+    # Where the emulator and the simulator listen. 0.0.0.0 lets `sam local` containers reach
+    # them (through host.docker.internal); the default keeps them private to this machine.
+    bind_host: str = HOST
     resources: ResourceValues = field(default_factory=dict)
     _emulator: subprocess.Popen[bytes] | None = None
     _simulator: KiteSimulator | None = None
@@ -153,7 +156,7 @@ class DevStack:
     def _start_emulator(self) -> None:
         moto_server = Path(sys.executable).parent / "moto_server"
         self._emulator = subprocess.Popen(
-            [str(moto_server), "-H", HOST, "-p", str(self.ports.aws)],
+            [str(moto_server), "-H", self.bind_host, "-p", str(self.ports.aws)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -174,7 +177,7 @@ class DevStack:
             api_secret=self.api_secret,
             redirect_url=f"{self.api_url}/callback",
             user_id=self.user_id,
-            host=HOST,
+            host=self.bind_host,
             port=self.ports.kite,
         )
         try:
@@ -251,12 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-port", type=int, default=DevPorts.api)
     parser.add_argument("--aws-port", type=int, default=DevPorts.aws)
     parser.add_argument("--kite-port", type=int, default=DevPorts.kite)
+    parser.add_argument(
+        "--bind",
+        default=HOST,
+        help="address the AWS emulator and Kite simulator listen on (0.0.0.0 for `sam local` containers)",
+    )
     args = parser.parse_args(argv)
     stack = DevStack(
         ports=DevPorts(api=args.api_port, aws=args.aws_port, kite=args.kite_port),
         api_key=os.environ.get("KITE_API_KEY") or DEFAULT_API_KEY,
         api_secret=os.environ.get("KITE_API_SECRET") or DEFAULT_API_SECRET,
         user_id=os.environ.get("KITE_SIM_USER_ID") or DEFAULT_USER_ID,
+        bind_host=args.bind,
     )
     stop = threading.Event()
 
