@@ -252,6 +252,23 @@ def test_a_rotated_secret_is_reread_before_a_postback_is_refused(
     assert len(queued(stack)) == 2
 
 
+def test_an_unexpected_error_still_keeps_the_postback_and_shows_no_trace(
+    invoke: Invoke, stack: ResourceValues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kitehooks import queue
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("a bug with a secret-looking message")
+
+    monkeypatch.setattr(queue, "publish", broken)
+    body = postback_body(TEST_API_SECRET)
+    status, answer = invoke(body)
+    assert (status, answer) == (503, {"status": "error", "reason": "internal error; try again"})
+    [(key, stored)] = parked(stack).items()
+    assert key.startswith("undelivered/unverified/")
+    assert stored == body
+
+
 def test_missing_setting_is_a_clear_503(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ORDER_UPDATES_QUEUE_URL")
     reset_layer_caches()

@@ -1,35 +1,65 @@
-"""Small pieces of API Gateway HTTP API (payload 2.0) handling shared by the handlers."""
+"""API Gateway HTTP API (payload format 2.0) in and out, for the postback path.
+
+Written by hand rather than with Powertools' Event Handler: the postback function serves one
+route, and the Event Handler's import alone costs about 60 ms, some 15% of the cold-start floor
+of ``boto3`` plus an SQS client. These few dictionary reads are all the route needs.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from typing import Any
-
-from aws_lambda_powertools.event_handler import Response, content_types
+from typing import Any, NotRequired, TypedDict
 
 
-def json_response(
-    status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> Response[str]:
-    return Response(
-        status_code=status_code,
-        content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(body, separators=(",", ":")),
-        headers={"Cache-Control": "no-store", **(headers or {})},
-    )
+class HttpRequestContext(TypedDict):
+    requestId: str
+    http: dict[str, str]
+
+
+class HttpApiEvent(TypedDict):
+    """The parts of a payload 2.0 event the postback path reads."""
+
+    requestContext: HttpRequestContext
+    body: NotRequired[str]
+    isBase64Encoded: NotRequired[bool]
+
+
+class HttpApiResponse(TypedDict):
+    statusCode: int
+    headers: dict[str, str]
+    body: str
 
 
 class BodyNotDecodable(ValueError):
     pass
 
 
-def raw_body(body: str | None, is_base64_encoded: bool) -> bytes:
+def json_response(
+    status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> HttpApiResponse:
+    return {
+        "statusCode": status_code,
+        "headers": {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
+        "body": json.dumps(body, separators=(",", ":")),
+    }
+
+
+def request_method(event: HttpApiEvent) -> str:
+    return event["requestContext"]["http"]["method"].upper()
+
+
+def request_id(event: HttpApiEvent) -> str:
+    return event["requestContext"]["requestId"]
+
+
+def raw_body(event: HttpApiEvent) -> bytes:
     """The request body as the client sent it, undoing API Gateway's base64 when it applied one."""
+    body = event.get("body")
     if body is None:
         return b""
-    if not is_base64_encoded:
+    if not event.get("isBase64Encoded"):
         return body.encode("utf-8")
     try:
         return base64.b64decode(body, validate=True)

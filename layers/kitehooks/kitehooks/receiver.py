@@ -90,6 +90,25 @@ class PostbackReceiver:
                 raise
             return verify_postback(signed, fresh.api_secret)
 
+    def park_after_unexpected_error(self, body: bytes, request_id: str) -> Outcome:
+        """Last resort for a bug: keep the body (as unverified, so redrive checks it) and say 503."""
+        try:
+            undelivered.park(
+                aws.s3_client(),
+                self._settings.undelivered_bucket,
+                body,
+                "unverified",
+                "internal-error",
+                "unknown",
+                request_id,
+            )
+        except undelivered.ParkingFailed:
+            metrics.add_metric(name="PostbackLost", unit=MetricUnit.Count, value=1)
+            logger.critical("postback could not be stored after an internal error")
+        else:
+            metrics.add_metric(name="PostbackParked", unit=MetricUnit.Count, value=1)
+        return Outcome(503, {"status": "error", "reason": "internal error; try again"})
+
     def _park(
         self,
         raw_body: str,
@@ -165,4 +184,8 @@ def receive(body: bytes, request_id: str) -> Outcome:
         metrics.add_metric(name="PostbackLost", unit=MetricUnit.Count, value=1)
         logger.error("function is misconfigured", extra={"reason": str(error)})
         return Outcome(503, {"status": "error", "reason": f"kitehooks is misconfigured: {error}"})
-    return current.receive(body, request_id)
+    try:
+        return current.receive(body, request_id)
+    except Exception:
+        logger.exception("unexpected error while receiving a postback")
+        return current.park_after_unexpected_error(body, request_id)

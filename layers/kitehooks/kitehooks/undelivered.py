@@ -24,8 +24,12 @@ class ParkingFailed(RuntimeError):
     """The postback could not be written to the undelivered bucket either."""
 
 
-def object_key(raw_body: str, verification: Verification, received_at: datetime) -> str:
-    digest = hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
+def _bytes(raw_body: str | bytes) -> bytes:
+    return raw_body if isinstance(raw_body, bytes) else raw_body.encode("utf-8")
+
+
+def object_key(raw_body: str | bytes, verification: Verification, received_at: datetime) -> str:
+    digest = hashlib.sha256(_bytes(raw_body)).hexdigest()
     stamp = received_at.astimezone(UTC)
     return f"{PREFIX}{verification}/{stamp:%Y/%m/%d/%H%M%S}-{digest}.json"
 
@@ -33,7 +37,7 @@ def object_key(raw_body: str, verification: Verification, received_at: datetime)
 def park(
     s3: S3Client,
     bucket: str,
-    raw_body: str,
+    raw_body: str | bytes,
     verification: Verification,
     reason: str,
     order_id: str,
@@ -45,7 +49,7 @@ def park(
         s3.put_object(
             Bucket=bucket,
             Key=key,
-            Body=raw_body.encode("utf-8"),
+            Body=_bytes(raw_body),
             ContentType="application/json",
             # S3 metadata travels as HTTP headers: ASCII only, so anything else is percent-encoded.
             Metadata={
