@@ -188,21 +188,18 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def make_dev_command(api_port: str, aws_port: str, kite_port: str) -> tuple[list[str], dict[str, str]]:
+    """What `make dev` runs, with these ports."""
+    command = [sys.executable, "-m", "local.dev", "--api-port", api_port, "--aws-port", aws_port]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'kitehooks'}:{ROOT}"}
+    return [*command, "--kite-port", kite_port], env
+
+
 def test_make_dev_prints_its_urls_and_sigterm_leaves_no_process_behind() -> None:
     ports = [str(_free_port()) for _ in range(3)]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'kitehooks'}:{ROOT}"}
+    command, env = make_dev_command(*ports)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "local.dev",
-            "--api-port",
-            ports[0],
-            "--aws-port",
-            ports[1],
-            "--kite-port",
-            ports[2],
-        ],
+        command,
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -241,19 +238,9 @@ def test_make_dev_on_a_taken_port_says_so() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'kitehooks'}:{ROOT}"}
+        command, env = make_dev_command(str(port), "0", "0")
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "local.dev",
-                "--api-port",
-                str(port),
-                "--aws-port",
-                "0",
-                "--kite-port",
-                "0",
-            ],
+            command,
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -404,3 +404,17 @@ def test_no_secret_or_token_reaches_logs_or_responses(
     for value in planted:
         assert value
         assert value not in output
+
+
+def test_an_unexpected_error_is_a_plain_500_page(browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kitehooks.sessions import SessionStore
+
+    def broken(self: SessionStore, session: object) -> str:
+        raise RuntimeError("bug while storing")
+
+    monkeypatch.setattr(SessionStore, "put", broken)
+    answer = browser.full_login()
+    assert answer.status == 500
+    assert "Something went wrong" in answer.body
+    assert "Traceback" not in answer.body
+    assert "bug while storing" not in answer.body

@@ -9,6 +9,8 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
     from kitehooks.login import Page
@@ -73,3 +75,20 @@ def request_cookie(event: APIGatewayProxyEventV2, name: str) -> str | None:
 def is_https(event: APIGatewayProxyEventV2) -> bool:
     """API Gateway is HTTPS only; a local gateway on plain HTTP says so in X-Forwarded-Proto."""
     return (event.headers or {}).get("x-forwarded-proto", "https").lower() != "http"
+
+
+def register_error_pages(app: APIGatewayHttpResolver, logger: Logger, action: str) -> None:
+    """Plain pages, never a stack trace: 503 while unconfigured, 500 for anything unexpected."""
+    from kitehooks.config import ConfigurationError
+    from kitehooks.credentials import CredentialsUnavailable
+
+    def unavailable(error: Exception) -> Response[str]:
+        logger.error("login unavailable", extra={"reason": str(error)})
+        return html_page(503, "Login is not set up", "kitehooks is not configured yet: see its README.")
+
+    def unexpected(error: Exception) -> Response[str]:
+        logger.exception("unexpected error")
+        return html_page(500, "Something went wrong", f"The login could not be {action}. Please try again.")
+
+    app.exception_handler([ConfigurationError, CredentialsUnavailable])(unavailable)
+    app.exception_handler(Exception)(unexpected)
