@@ -347,6 +347,8 @@ class _Resolver:
         parameters = template.get("Parameters")
         self._parameters: Mapping[str, Any] = parameters if isinstance(parameters, dict) else {}
         self._template_resources: Mapping[str, Any] = template["Resources"]
+        conditions = template.get("Conditions")
+        self._conditions: Mapping[str, Any] = conditions if isinstance(conditions, dict) else {}
         self._functions = set(_functions(template))
         self._resources = resources
         self._parameter_overrides = parameter_overrides
@@ -370,8 +372,35 @@ class _Resolver:
                 return self._sub(argument)
             if function == "Fn::Join":
                 return self._join(argument)
+            if function == "Fn::If":
+                if not (isinstance(argument, list) and len(argument) == 3):
+                    raise _Unresolvable("!If needs [condition, value if true, value if false]")
+                name, when_true, when_false = argument
+                return self.value(when_true if self.condition(name) else when_false)
             raise _Unresolvable(f"{function} is not supported locally")
         raise _Unresolvable(f"a {type(raw).__name__} value is not supported locally")
+
+    def condition(self, name: Any) -> bool:
+        """A named condition of the template, evaluated with the local parameter values."""
+        if not isinstance(name, str) or name not in self._conditions:
+            raise _Unresolvable(f"condition {name!r} is not in the template's Conditions")
+        return self._truth(self._conditions[name])
+
+    def _truth(self, raw: Any) -> bool:
+        if not (isinstance(raw, dict) and len(raw) == 1):
+            raise _Unresolvable("a condition must be one Fn::Equals/Not/And/Or or Condition")
+        ((function, argument),) = raw.items()
+        if function == "Condition":
+            return self.condition(argument)
+        if function == "Fn::Equals" and isinstance(argument, list) and len(argument) == 2:
+            return self.value(argument[0]) == self.value(argument[1])
+        if function == "Fn::Not" and isinstance(argument, list) and len(argument) == 1:
+            return not self._truth(argument[0])
+        if function == "Fn::And" and isinstance(argument, list):
+            return all(self._truth(item) for item in argument)
+        if function == "Fn::Or" and isinstance(argument, list):
+            return any(self._truth(item) for item in argument)
+        raise _Unresolvable(f"{function} is not supported in conditions locally")
 
     def _ref(self, name: Any) -> str | None:
         if not isinstance(name, str):

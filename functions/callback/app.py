@@ -9,9 +9,9 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from kitehooks.callback import complete_login, utc_now
 from kitehooks.config import callback_settings
 from kitehooks.credentials import credentials_store
-from kitehooks.login import complete_login, utc_now
 from kitehooks.login_state import STATE_COOKIE
 from kitehooks.pages import is_https, register_error_pages, render, request_cookie
 

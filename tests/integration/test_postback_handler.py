@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -116,14 +117,17 @@ def test_base64_encoded_body_is_decoded_and_queued_as_sent(invoke: Invoke, stack
     assert queued(stack)[0]["Body"] == body.decode()
 
 
-def test_tampered_postback_is_refused_and_nothing_is_stored(invoke: Invoke, stack: ResourceValues) -> None:
+def test_tampered_postback_is_refused_and_only_kept_aside(invoke: Invoke, stack: ResourceValues) -> None:
     body = postback_body(TEST_API_SECRET).replace(b"2022-03-03 09:24:25", b"2022-03-03 09:24:26", 1)
     status, answer = invoke(body)
     assert status == 403
     assert answer["status"] == "rejected"
     assert "checksum" in answer["reason"]
     assert queued(stack) == []
-    assert parked(stack) == {}
+    # Kept aside (in case the api_secret was regenerated at Kite), never queued.
+    [(key, stored)] = parked(stack).items()
+    assert key.startswith("undelivered/rejected/")
+    assert stored == body
 
 
 @pytest.mark.parametrize(
@@ -214,6 +218,25 @@ def test_placeholder_credentials_park_the_postback_unverified_and_answer_503(
     [(key, stored)] = parked(stack).items()
     assert key.startswith("undelivered/unverified/")
     assert stored == body
+
+
+def test_credentials_put_in_after_the_placeholder_are_picked_up_without_a_restart(
+    invoke: Invoke, stack: ResourceValues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDENTIALS_MIN_REFRESH_SECONDS", "0.5")
+    reset_layer_caches()
+    secrets = boto3.client("secretsmanager")
+    secret_id = stack["ApiCredentialsSecret"]["Ref"]
+    secrets.put_secret_value(
+        SecretId=secret_id, SecretString='{"api_key": "REPLACE_ME", "api_secret": "REPLACE_ME"}'
+    )
+    assert invoke(postback_body(TEST_API_SECRET, status="OPEN"))[0] == 503
+    secrets.put_secret_value(
+        SecretId=secret_id, SecretString=json.dumps({"api_key": TEST_API_KEY, "api_secret": TEST_API_SECRET})
+    )
+    time.sleep(0.6)
+    assert invoke(postback_body(TEST_API_SECRET, status="COMPLETE"))[0] == 200  # same warm container
+    assert len(queued(stack)) == 1
 
 
 def test_unreadable_credentials_park_the_postback_unverified(invoke: Invoke, stack: ResourceValues) -> None:

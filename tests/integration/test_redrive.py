@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import boto3
@@ -63,6 +64,43 @@ def test_redrive_sends_genuine_postbacks_and_leaves_forged_ones(
     assert "sent 2 parked postback(s)" in output
     assert forged_key in output
     assert TEST_API_SECRET not in output
+
+
+def test_rejected_postbacks_are_sent_once_the_new_secret_verifies_them(
+    stack: ResourceValues, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Kite's api_secret was regenerated before Secrets Manager had it: postbacks were refused.
+    genuine = postback_body(TEST_API_SECRET, status="OPEN")
+    junk = postback_body("attacker-guess", status="COMPLETE")
+    park(stack, genuine, "rejected")
+    junk_key = park(stack, junk, "rejected")
+    assert main(args(stack)) == 0  # junk that still fails is expected, not an error
+    assert queued_bodies(stack) == [genuine.decode()]
+    assert remaining(stack) == {junk_key}
+    assert "1 postback(s) whose checksum still fails were left to expire" in capsys.readouterr().out
+
+
+def test_parked_postbacks_are_sent_oldest_first_across_folders(stack: ResourceValues) -> None:
+    bucket = stack["UndeliveredPostbacksBucket"]["Ref"]
+    s3 = boto3.client("s3")
+    updates = ["OPEN", "TRIGGER PENDING", "COMPLETE"]
+    folders: list[undelivered.Verification] = ["unverified", "verified", "rejected"]
+    for minute, (status, folder) in enumerate(zip(updates, folders, strict=True)):
+        body = postback_body(TEST_API_SECRET, status=status)
+        key = undelivered.object_key(body.decode(), folder, datetime(2026, 11, 30, 9, minute, tzinfo=UTC))
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    assert main(args(stack)) == 0
+    assert [json.loads(body)["status"] for body in queued_bodies(stack)] == updates
+
+
+def test_a_queue_failure_leaves_the_rest_going_and_the_object_in_place(
+    stack: ResourceValues, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = park(stack, postback_body(TEST_API_SECRET), "verified")
+    gone = stack["OrderUpdatesQueue"]["Ref"] + "-gone"
+    assert main([*args(stack)[:2], "--queue-url", gone, *args(stack)[4:]]) == 1
+    assert remaining(stack) == {key}
+    assert "not sent, left in place" in capsys.readouterr().out
 
 
 def test_dry_run_sends_and_deletes_nothing(stack: ResourceValues) -> None:

@@ -1010,3 +1010,21 @@ def test_cli_reads_its_files_serves_and_stops_on_sigterm(fake_template: Path, tm
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_conditions_and_if_resolve_with_the_local_parameter_values() -> None:
+    resources = {
+        "OrderUpdatesQueue": {"Ref": "q"},
+        "UndeliveredPostbacksBucket": {"Ref": "b"},
+        "ApiCredentialsSecret": {"Ref": "s"},
+        "LoginStatesTable": {"Ref": "t"},
+    }
+    default = function_specs(PROJECT_TEMPLATE, resources, stack_name="mystack")
+    assert default["CallbackFunction"].environment["SESSION_PREFIX"] == "mystack/sessions"
+    chosen = function_specs(
+        PROJECT_TEMPLATE,
+        resources,
+        parameter_overrides={"SessionPrefix": "desk/sessions"},
+        stack_name="mystack",
+    )
+    assert chosen["CallbackFunction"].environment["SESSION_PREFIX"] == "desk/sessions"

@@ -116,3 +116,30 @@ def test_arbitrary_field_values_either_parse_or_are_refused_with_400(overrides: 
     else:
         assert signed.order_id == order["order_id"]
         assert signed.checksum == order["checksum"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (
+            b'{"order_id":"1","order_timestamp":"t","checksum":"'
+            + b"a" * 64
+            + b'","q":'
+            + b"9" * 5000
+            + b"}",
+            None,
+        ),
+        (b'{"m":' + b"[" * 30000 + b"]" * 30000 + b"}", "malformed_json"),
+        (b'{"order_id":"\\ud800","order_timestamp":"t","checksum":"' + b"a" * 64 + b'"}', "invalid_order_id"),
+        (
+            b'{"order_id":"1","order_timestamp":"t","checksum":"' + b"a" * 64 + b'","status":"\\udfff"}',
+            "invalid_status",
+        ),
+        (b'{"order_id":12,"order_timestamp":"t","checksum":"' + b"a" * 64 + b'"}', "invalid_order_id"),
+    ],
+)
+def test_hostile_bodies_are_400_not_a_crash(body: bytes, code: str | None) -> None:
+    if code is None:  # a huge number elsewhere in the order is fine: it is delivered as sent
+        assert parse_postback(body, LIMIT).order_id == "1"
+        return
+    assert rejection(body).code == code

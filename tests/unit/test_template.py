@@ -103,8 +103,8 @@ def test_handler_imports_with_only_its_code_uri_and_the_layer_on_sys_path(functi
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    if function == "PostbackFunction":
-        assert result.stdout.strip() == "[]", "the postback path must import neither requests nor pydantic"
+    if function in ("PostbackFunction", "LoginFunction"):
+        assert result.stdout.strip() == "[]", f"{function} must import neither requests nor pydantic"
 
 
 def test_login_function_may_only_read_the_credentials() -> None:
@@ -114,14 +114,20 @@ def test_login_function_may_only_read_the_credentials() -> None:
 
 
 def test_callback_function_may_write_secrets_only_under_the_session_prefix() -> None:
-    arn = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SessionPrefix}/*"
-    session_secrets = repr({"Fn::Sub": arn})
+    prefix = {
+        "Fn::If": ["HasSessionPrefix", {"Ref": "SessionPrefix"}, {"Fn::Sub": "${AWS::StackName}/sessions"}]
+    }
+    arn = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${Prefix}/*"
+    session_secrets = repr({"Fn::Sub": [arn, {"Prefix": prefix}]})
     assert grants("CallbackFunction") == {
         ("secretsmanager:GetSecretValue", repr({"Ref": "ApiCredentialsSecret"})),
         ("secretsmanager:CreateSecret", session_secrets),
         ("secretsmanager:PutSecretValue", session_secrets),
         ("dynamodb:PutItem", repr({"Fn::GetAtt": ["LoginStatesTable", "Arn"]})),
     }
+    # The function writes under the same prefix the policy names.
+    variables = FUNCTIONS["CallbackFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["SESSION_PREFIX"] == prefix
 
 
 def test_routes_are_the_three_of_the_contract() -> None:

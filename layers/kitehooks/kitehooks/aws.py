@@ -18,13 +18,14 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
-# Standard retry mode backs off and retries throttling and transient faults; three attempts with
-# these timeouts keep the worst case (~3 x 5 s) well inside the function's timeout, leaving room
-# to park the postback in S3 when the queue stays down.
+# Standard retry mode backs off and retries throttling and transient faults. Two attempts with
+# these timeouts bound one service's worst case to about 10 s, so that on the postback path a
+# Secrets Manager or SQS outage still leaves time to park the body in S3 within the function's
+# 28 s (API Gateway gives up at 30 s).
 AWS_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
-    connect_timeout=2,
-    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 2},
+    connect_timeout=1,
+    read_timeout=3,
 )
 
 

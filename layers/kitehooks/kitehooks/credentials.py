@@ -6,6 +6,7 @@ once per TTL, not once per request.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -43,8 +44,9 @@ def _parse(value: Any) -> ApiCredentials:
 class CredentialsStore:
     """Reads and caches one credentials secret.
 
-    ``refresh_after_mismatch`` lets a caller re-read a secret that may have been rotated within the
-    cache TTL, at most once per ``min_refresh_seconds`` so bad requests cannot drive up reads.
+    A value that is cached but no longer right (the placeholder after the real credentials were
+    put in, or a rotated api_secret) is re-read by :meth:`refresh`, at most once per
+    ``min_refresh_seconds``, so bad requests cannot drive up Secrets Manager reads.
     """
 
     def __init__(self, secret_id: str, cache_seconds: int, min_refresh_seconds: float = 30.0) -> None:
@@ -64,7 +66,7 @@ class CredentialsStore:
             self._provider = SecretsProvider(boto_config=AWS_CLIENT_CONFIG)
         return self._provider
 
-    def get(self, force_fetch: bool = False) -> ApiCredentials:
+    def _read(self, force_fetch: bool) -> ApiCredentials:
         try:
             value = self._secrets().get(
                 self._secret_id, max_age=self._cache_seconds, transform="json", force_fetch=force_fetch
@@ -77,16 +79,27 @@ class CredentialsStore:
             ) from None
         return _parse(value)
 
-    def refresh_after_mismatch(self) -> ApiCredentials | None:
+    def get(self) -> ApiCredentials:
+        """The cached credentials; if they are unusable, one rate-limited fresh read."""
+        try:
+            return self._read(force_fetch=False)
+        except CredentialsUnavailable:
+            fresh = self.refresh()
+            if fresh is None:
+                raise
+            return fresh
+
+    def refresh(self) -> ApiCredentials | None:
         """A fresh read if none was forced recently, else ``None``."""
         now = time.monotonic()
         if now - self._last_forced < self._min_refresh_seconds:
             return None
         self._last_forced = now
-        return self.get(force_fetch=True)
+        return self._read(force_fetch=True)
 
 
 @cache
 def credentials_store(secret_id: str, cache_seconds: int) -> CredentialsStore:
     """One store (and so one cache) per secret per container."""
-    return CredentialsStore(secret_id, cache_seconds)
+    min_refresh = float(os.environ.get("CREDENTIALS_MIN_REFRESH_SECONDS") or 30)
+    return CredentialsStore(secret_id, cache_seconds, min_refresh_seconds=min_refresh)

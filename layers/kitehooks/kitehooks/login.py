@@ -1,27 +1,17 @@
-"""Kite login: ``/login`` sends the browser to Kite with a signed state; ``/callback`` checks the
-state, exchanges the request_token and stores the session.
-
-Each step is a rule from Kite's login flow; the handlers only translate HTTP.
+"""Kite login, first half: ``/login`` sends the browser to Kite's login page with a signed state
+and the cookie that binds the login to this browser. ``kitehooks.callback`` is the second half.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from kitehooks import aws, kite, login_state, used_states
+from kitehooks import login_state
 from kitehooks.config import LoginSettings
 from kitehooks.credentials import ApiCredentials
-from kitehooks.sessions import IST, SessionStore, SessionStoreError, new_session
-
-logger = Logger(child=True)
-
-_REQUEST_TOKEN = re.compile(r"[A-Za-z0-9]{8,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,136 +58,3 @@ def begin_login(
         location=f"{settings.kite_login_url}?{query}",
         cookies=[state_cookie(nonce, settings.state_ttl_seconds, secure)],
     )
-
-
-def complete_login(
-    settings: LoginSettings,
-    credentials: ApiCredentials,
-    query: dict[str, str],
-    cookie_nonce: str | None,
-    secure: bool,
-    now: datetime,
-) -> Page:
-    """Kite's redirect back: state, then status, then the token exchange, then the session."""
-    # The login cookie has done its work whatever happens next.
-    clear_cookie = [state_cookie("", 0, secure)]
-
-    def page(status_code: int, title: str, message: str) -> Page:
-        return Page(status_code, title, message, cookies=clear_cookie)
-
-    try:
-        checked = login_state.verify_state(
-            credentials.api_secret, query.get("state"), cookie_nonce, now.timestamp()
-        )
-    except login_state.StateRejected as rejection:
-        logger.warning("login state rejected", extra={"reason": str(rejection)})
-        return page(400, "Login could not be completed", str(rejection))
-
-    try:
-        first_use = used_states.claim(
-            aws.dynamodb_client(),
-            settings.login_states_table,
-            login_state.nonce_key(checked.nonce),
-            checked.expires_at,
-        )
-    except used_states.StateStoreUnavailable as error:
-        logger.error("cannot record login state", extra={"reason": str(error)})
-        return page(503, "Login is unavailable", "Please try again in a minute.")
-    if not first_use:
-        logger.warning("login state replayed")
-        return page(
-            400, "Login could not be completed", "this login link was already used: start again from /login"
-        )
-
-    status = query.get("status", "")
-    if status != "success":
-        shown = status if re.fullmatch(r"[a-z_]{1,32}", status) else "unknown"
-        return page(
-            400, "Login was not completed", f"Kite reports the login as '{shown}'. Start again from /login."
-        )
-    request_token = query.get("request_token", "")
-    if not _REQUEST_TOKEN.fullmatch(request_token):
-        what = "missing" if not request_token else "malformed"
-        return page(
-            400, "Login could not be completed", f"Kite's request_token is {what}: start again from /login"
-        )
-
-    client = kite.KiteClient(
-        settings.kite_api_root,
-        credentials.api_key,
-        timeout=(kite.CONNECT_TIMEOUT_SECONDS, settings.kite_read_timeout_seconds),
-    )
-    try:
-        grant = client.exchange_request_token(request_token, credentials.api_secret)
-    except kite.KiteError as error:
-        logger.warning(
-            "request_token exchange failed", extra={"reason": str(error), "kind": type(error).__name__}
-        )
-        return page(*_exchange_failure(error))
-
-    if settings.allowed_user_ids and grant.user_id.upper() not in settings.allowed_user_ids:
-        logger.warning("login refused: user not allowed", extra={"kite_user_id": grant.user_id})
-        _end_kite_session(client, grant.access_token)
-        return page(403, "Not allowed", f"Kite user {grant.user_id} may not use this app.")
-
-    session = new_session(
-        user_id=grant.user_id,
-        user_name=grant.user_name,
-        api_key=grant.api_key,
-        access_token=grant.access_token,
-        public_token=grant.public_token,
-        refresh_token=grant.refresh_token,
-        login_time=grant.login_time,
-        now=now,
-    )
-    try:
-        SessionStore(aws.secretsmanager_client(), settings.session_prefix).put(session)
-    except SessionStoreError as error:
-        logger.error("session not stored", extra={"reason": str(error)})
-        _end_kite_session(client, grant.access_token)
-        return page(
-            503,
-            "Login could not be saved",
-            "Kite logged you in but the session could not be saved. Try again.",
-        )
-
-    logger.info("session stored", extra={"kite_user_id": grant.user_id, "expires_at": session.expires_at})
-    if checked.next_path:
-        return Page(303, "Logged in", "Continue.", location=checked.next_path, cookies=clear_cookie)
-    expires = datetime.fromisoformat(session.expires_at).astimezone(IST)
-    return page(
-        200,
-        f"Welcome, {grant.user_name}",
-        f"You are logged in to Kite as {grant.user_id}. "
-        f"Your session is active until {expires:%H:%M} IST on {expires:%A %d %B %Y}.",
-    )
-
-
-def _exchange_failure(error: kite.KiteError) -> tuple[int, str, str]:
-    if isinstance(error, kite.KiteTokenError):
-        return (
-            400,
-            "Login expired",
-            "Kite says this login has expired or was already used. Start again from /login.",
-        )
-    if isinstance(error, kite.KiteInputError):
-        return 400, "Login could not be completed", "Kite refused the login request. Start again from /login."
-    if isinstance(error, kite.KiteTimeout):
-        return 504, "Kite is not answering", "Kite did not answer in time. Please try again in a minute."
-    return (
-        502,
-        "Kite is unavailable",
-        "Kite could not complete the login just now. Please try again in a minute.",
-    )
-
-
-def _end_kite_session(client: kite.KiteClient, access_token: str) -> None:
-    """Best effort: do not leave behind a live access token that nothing will use."""
-    try:
-        client.invalidate_access_token(access_token)
-    except kite.KiteError as error:
-        logger.warning("could not invalidate the unused access token", extra={"kind": type(error).__name__})
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -71,6 +71,24 @@ def _no_constants(name: str) -> NoReturn:
     _reject(400, f"JSON body contains {name}, which is not valid JSON", "malformed_json")
 
 
+class _JsonNumber(str):
+    """A JSON number kept as its text, so that it is never mistaken for a JSON string."""
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, _JsonNumber):
+        return "number"
+    return {dict: "object", list: "array", bool: "boolean", str: "string"}.get(type(value), "null")
+
+
+def _check_text(field: str, value: str) -> None:
+    # "\ud800" is valid JSON but not a character: it cannot be hashed, logged or sent to SQS.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        _reject(400, f"{field} contains an unpaired surrogate escape", f"invalid_{field}")
+
+
 def parse_postback(body: bytes, max_bytes: int) -> SignedPostback:
     """Check that ``body`` is a Kite postback in shape; raise :class:`PostbackRejected` if not."""
     if len(body) > max_bytes:
@@ -82,22 +100,33 @@ def parse_postback(body: bytes, max_bytes: int) -> SignedPostback:
     except UnicodeDecodeError as error:
         _reject(400, f"body is not valid UTF-8 (byte {error.start})", "invalid_utf8")
     try:
-        document = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        # Numbers stay text: only the raw body is delivered, and a 5,000-digit integer must
+        # neither cost int() parsing nor raise Python's digit limit.
+        document = json.loads(
+            text,
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_no_constants,
+            parse_int=_JsonNumber,
+            parse_float=_JsonNumber,
+        )
     except json.JSONDecodeError as error:
         _reject(
             400,
             f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
             "malformed_json",
         )
+    except RecursionError:
+        _reject(400, "body is nested too deeply", "malformed_json")
     if not isinstance(document, dict):
-        _reject(400, f"body must be a JSON object, got {type(document).__name__}", "not_an_object")
+        _reject(400, f"body must be a JSON object, got {_json_type(document)}", "not_an_object")
 
     for field in _REQUIRED_FIELDS:
         value = document.get(field)
         if value is None or value == "":
             _reject(400, f"missing or empty {field}", f"missing_{field}")
-        if not isinstance(value, str):
-            _reject(400, f"{field} must be a string, got {type(value).__name__}", f"invalid_{field}")
+        if not isinstance(value, str) or isinstance(value, _JsonNumber):
+            _reject(400, f"{field} must be a string, got {_json_type(value)}", f"invalid_{field}")
+        _check_text(field, value)
     checksum: str = document["checksum"]
     if not _CHECKSUM_FORMAT.fullmatch(checksum):
         _reject(400, "checksum must be 64 hexadecimal characters", "invalid_checksum")
@@ -105,8 +134,10 @@ def parse_postback(body: bytes, max_bytes: int) -> SignedPostback:
     optional: dict[str, str | None] = {}
     for field in _OPTIONAL_TEXT_FIELDS:
         value = document.get(field)
-        if value is not None and not isinstance(value, str):
-            _reject(400, f"{field} must be a string, got {type(value).__name__}", f"invalid_{field}")
+        if value is not None and (not isinstance(value, str) or isinstance(value, _JsonNumber)):
+            _reject(400, f"{field} must be a string, got {_json_type(value)}", f"invalid_{field}")
+        if value:
+            _check_text(field, value)
         optional[field] = value or None
 
     return SignedPostback(

@@ -64,6 +64,7 @@ class PostbackReceiver:
         try:
             verified = self._verify(signed, api_secret)
         except PostbackRejected as rejection:
+            self._quarantine(signed, request_id)
             return _rejected(rejection)
 
         try:
@@ -83,12 +84,28 @@ class PostbackReceiver:
             # The secret may have been rotated since it was cached: read it again (rate-limited)
             # before turning away what could be a genuine update that Kite will never resend.
             try:
-                fresh = self._credentials.refresh_after_mismatch()
+                fresh = self._credentials.refresh()
             except CredentialsUnavailable:
                 fresh = None
             if fresh is None or fresh.api_secret == api_secret:
                 raise
             return verify_postback(signed, fresh.api_secret)
+
+    def _quarantine(self, signed: SignedPostback, request_id: str) -> None:
+        """Keep a postback whose checksum failed: if Kite's api_secret was regenerated before
+        Secrets Manager got the new one, this is a genuine update that Kite will never resend."""
+        try:
+            undelivered.park(
+                aws.s3_client(),
+                self._settings.undelivered_bucket,
+                signed.raw_body,
+                "rejected",
+                "checksum-mismatch",
+                signed.order_id,
+                request_id,
+            )
+        except undelivered.ParkingFailed as error:
+            logger.warning("rejected postback not kept", extra={"reason": str(error)})
 
     def park_after_unexpected_error(self, body: bytes, request_id: str) -> Outcome:
         """Last resort for a bug: keep the body (as unverified, so redrive checks it) and say 503."""
@@ -107,6 +124,8 @@ class PostbackReceiver:
             logger.critical("postback could not be stored after an internal error")
         else:
             metrics.add_metric(name="PostbackParked", unit=MetricUnit.Count, value=1)
+        # Handled, so Lambda's Errors metric will not count it: this one feeds the alarm.
+        metrics.add_metric(name="PostbackInternalError", unit=MetricUnit.Count, value=1)
         return Outcome(503, {"status": "error", "reason": "internal error; try again"})
 
     def _park(

@@ -5,8 +5,10 @@ Run from a machine with AWS credentials for the stack's account::
     python -m kitehooks.redrive --stack kitehooks            # or: make redrive STACK=kitehooks
     python -m kitehooks.redrive --bucket B --queue-url Q --secret-id S [--dry-run]
 
-A parked postback is deleted only after SQS has accepted it. One that fails its checksum or is
-malformed stays where it is and is listed, for a person to look at.
+A parked postback is deleted only after SQS has accepted it. Postbacks go oldest first, so each
+order's updates keep their order. One that fails its checksum or is malformed stays where it is
+and is listed, for a person to look at; those refused at receipt (``rejected/``) that still fail
+are only counted, and expire by the bucket's lifecycle rule.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ MAX_PARKED_BYTES = 1024 * 1024
 class RedriveReport:
     sent: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # key -> reason, left in the bucket
+    failed: dict[str, str] = field(default_factory=dict)  # key -> why SQS did not take it
+    still_rejected: int = 0  # checksum still fails: left to expire by the lifecycle rule
 
     @property
     def ok(self) -> bool:
-        return not self.refused
+        return not self.refused and not self.failed
 
 
 def redrive(
@@ -50,19 +54,30 @@ def redrive(
     dry_run: bool = False,
 ) -> RedriveReport:
     report = RedriveReport()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=undelivered.PREFIX):
-        for item in page.get("Contents", []):
-            key = item["Key"]
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            try:
-                verified = verify_postback(parse_postback(body, MAX_PARKED_BYTES), api_secret)
-            except PostbackRejected as rejection:
+    keys = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=undelivered.PREFIX)
+        for item in page.get("Contents", [])
+    ]
+    # Oldest first across all folders, so each order's updates reach the queue in order.
+    for key in sorted(keys, key=undelivered.received_order):
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            verified = verify_postback(parse_postback(body, MAX_PARKED_BYTES), api_secret)
+        except PostbackRejected as rejection:
+            if key.startswith(f"{undelivered.PREFIX}rejected/"):
+                report.still_rejected += 1
+            else:
                 report.refused[key] = rejection.reason
-                continue
-            if not dry_run:
+            continue
+        if not dry_run:
+            try:
                 queue.publish(sqs, queue_url, verified)
-                s3.delete_object(Bucket=bucket, Key=key)
-            report.sent.append(key)
+            except queue.QueueUnavailable as error:
+                report.failed[key] = str(error)
+                continue
+            s3.delete_object(Bucket=bucket, Key=key)
+        report.sent.append(key)
     return report
 
 
@@ -107,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{verb} {len(report.sent)} parked postback(s) to {queue_url}")
     for key, reason in report.refused.items():
         print(f"left in place: s3://{bucket}/{key}: {reason}")
+    for key, reason in report.failed.items():
+        print(f"not sent, left in place: s3://{bucket}/{key}: {reason}")
+    if report.still_rejected:
+        print(f"{report.still_rejected} postback(s) whose checksum still fails were left to expire")
     return 0 if report.ok else 1
 
 

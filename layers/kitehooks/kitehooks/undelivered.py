@@ -1,7 +1,8 @@
 """The undelivered bucket: where a postback goes when it cannot be queued, so it is never lost.
 
 Objects hold the raw body exactly as received. Keys say whether the checksum was verified, so
-``kitehooks.redrive`` knows what to check again before it re-sends them.
+``kitehooks.redrive`` knows what to check again before it re-sends them, and sort by the time
+they were received, so re-sending keeps each order's updates in order.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 PREFIX = "undelivered/"
-Verification = Literal["verified", "unverified"]
+# verified: checksum matched, the queue was down. unverified: could not be checked (credentials
+# unavailable, internal error). rejected: checksum did not match (kept in case the api_secret was
+# regenerated at Kite before Secrets Manager had the new one; expires by lifecycle rule).
+Verification = Literal["verified", "unverified", "rejected"]
 
 
 class ParkingFailed(RuntimeError):
@@ -61,3 +65,8 @@ def park(
     except (BotoCoreError, ClientError) as error:
         raise ParkingFailed(f"S3 put_object failed ({type(error).__name__})") from error
     return key
+
+
+def received_order(key: str) -> str:
+    """Sort key: the time part of the object key, whatever its verification folder."""
+    return key.removeprefix(PREFIX).partition("/")[2]
