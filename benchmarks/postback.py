@@ -161,7 +161,7 @@ def main() -> int:
     print(f"  ratio {ratio:.3f} (goal <= {GOAL}): {verdict}")
     warm = warm_requests()
     print(f"requests against a moto server over HTTP ({WARM_REQUESTS} warm):")
-    print(f"  first request (app import + secret read)  {warm['first_request_ms']:7.1f} ms  (boto3 preloaded)")
+    print(f"  first request (app import + secret read)  {warm['first_request_ms']:7.1f} ms (boto3 loaded)")
     print(
         f"  warm per request                          median {warm['warm_median_ms']:6.2f} ms, "
         f"p95 {warm['warm_p95_ms']:6.2f} ms"
