@@ -310,6 +310,16 @@ def test_metrics_count_outcomes_with_the_rejection_reason(
     assert any(m.get("reason") == "not_an_object" and "PostbackRejected" in m for m in emitted)
 
 
+def test_logs_carry_the_api_gateway_request_id_as_correlation_id(
+    invoke: Invoke, service_logs: io.StringIO
+) -> None:
+    invoke(postback_body(TEST_API_SECRET))
+    records = [json.loads(line) for line in service_logs.getvalue().splitlines()]
+    [enqueued] = [record for record in records if record["message"] == "postback enqueued"]
+    assert enqueued["correlation_id"].startswith("req-")
+    assert enqueued["order_id"] == "220303000308932"
+
+
 def test_no_secret_or_checksum_reaches_logs_or_responses(
     invoke: Invoke,
     stack: ResourceValues,
