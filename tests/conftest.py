@@ -118,6 +118,7 @@ def reset_layer_caches() -> None:
         config.postback_settings,
         config.login_settings,
         config.callback_settings,
+        config.session_settings,
         credentials.credentials_store,
         receiver.receiver,
         aws.sqs_client,

@@ -9,7 +9,8 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kitehooks.callback import complete_login, utc_now
+from kitehooks.callback import complete_login
+from kitehooks.clock import utc_now
 from kitehooks.config import callback_settings
 from kitehooks.credentials import credentials_store
 from kitehooks.login_state import STATE_COOKIE

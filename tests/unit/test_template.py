@@ -142,3 +142,22 @@ def test_routes_are_the_three_of_the_contract() -> None:
         ("GET", "/callback", "CallbackFunction"),
         ("POST", "/postback", "PostbackFunction"),
     }
+
+
+def test_session_function_may_read_and_update_sessions_and_list_names_only() -> None:
+    prefix = {
+        "Fn::If": ["HasSessionPrefix", {"Ref": "SessionPrefix"}, {"Fn::Sub": "${AWS::StackName}/sessions"}]
+    }
+    arn = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${Prefix}/*"
+    session_secrets = repr({"Fn::Sub": [arn, {"Prefix": prefix}]})
+    assert grants("SessionFunction") == {
+        ("secretsmanager:GetSecretValue", repr({"Ref": "ApiCredentialsSecret"})),
+        ("secretsmanager:GetSecretValue", session_secrets),
+        ("secretsmanager:PutSecretValue", session_secrets),
+        ("secretsmanager:ListSecrets", repr("*")),
+    }
+    schedule = FUNCTIONS["SessionFunction"]["Properties"]["Events"]["DailyExpiry"]["Properties"]
+    assert (schedule["ScheduleExpression"], schedule["ScheduleExpressionTimezone"]) == (
+        "cron(0 6 * * ? *)",
+        "Asia/Kolkata",
+    )

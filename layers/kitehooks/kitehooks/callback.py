@@ -5,7 +5,7 @@ stores the session. Each step is a rule of Kite's login flow; the handler only t
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aws_lambda_powertools import Logger
 
@@ -147,7 +147,3 @@ def _end_kite_session(client: kite.KiteClient, access_token: str) -> None:
         client.invalidate_access_token(access_token)
     except kite.KiteError as error:
         logger.warning("could not invalidate the unused access token", extra={"kind": type(error).__name__})
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -107,3 +107,27 @@ def callback_settings() -> LoginSettings:
         if not value:
             raise ConfigurationError(f"environment variable {name} is not set")
     return settings
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What the session function needs."""
+
+    credentials_secret_id: str
+    credentials_cache_seconds: int
+    kite_api_root: str
+    session_prefix: str
+    kite_read_timeout_seconds: int
+
+
+@cache
+def session_settings() -> SessionSettings:
+    return SessionSettings(
+        credentials_secret_id=_required("API_CREDENTIALS_SECRET_ID"),
+        credentials_cache_seconds=_positive_int(
+            "CREDENTIALS_CACHE_SECONDS", DEFAULT_CREDENTIALS_CACHE_SECONDS
+        ),
+        kite_api_root=_required("KITE_API_ROOT"),
+        session_prefix=_required("SESSION_PREFIX"),
+        kite_read_timeout_seconds=_positive_int("KITE_READ_TIMEOUT_SECONDS", 10),
+    )

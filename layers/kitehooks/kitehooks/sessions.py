@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
 
@@ -70,10 +70,45 @@ def secret_name(prefix: str, user_id: str) -> str:
     return f"{prefix.rstrip('/')}/{user_id}"
 
 
+class SessionNotFound(SessionStoreError):
+    """No session secret exists for that user."""
+
+
 class SessionStore:
     def __init__(self, secrets: SecretsManagerClient, prefix: str) -> None:
         self._secrets = secrets
         self._prefix = prefix
+
+    def get(self, user_id: str) -> KiteSession:
+        name = secret_name(self._prefix, user_id)
+        try:
+            value = self._secrets.get_secret_value(SecretId=name)["SecretString"]
+        except self._secrets.exceptions.ResourceNotFoundException:
+            raise SessionNotFound(f"no session stored for {user_id}") from None
+        except (BotoCoreError, ClientError) as error:
+            raise SessionStoreError(f"could not read the session of {user_id} ({_code(error)})") from None
+        try:
+            return KiteSession(**json.loads(value))
+        except (ValueError, TypeError):
+            raise SessionStoreError(f"the session secret of {user_id} is not a kitehooks session") from None
+
+    def user_ids(self) -> list[str]:
+        """Every user with a session secret under the prefix."""
+        prefix = f"{self._prefix.rstrip('/')}/"
+        found: list[str] = []
+        try:
+            for page in self._secrets.get_paginator("list_secrets").paginate(
+                Filters=[{"Key": "name", "Values": [prefix]}]
+            ):
+                for entry in page.get("SecretList", []):
+                    name = entry.get("Name", "")
+                    user_id = name.removeprefix(prefix)
+                    # The name filter matches by prefix of words: keep exact <prefix>/<user_id> only.
+                    if name.startswith(prefix) and valid_user_id(user_id):
+                        found.append(user_id)
+        except (BotoCoreError, ClientError) as error:
+            raise SessionStoreError(f"could not list sessions ({_code(error)})") from None
+        return sorted(found)
 
     def put(self, session: KiteSession) -> str:
         """Store the session as the user's secret (created on first login); return its name."""
@@ -126,6 +161,32 @@ def new_session(
         refresh_token=refresh_token,
         login_time=logged_in.isoformat(),
         expires_at=next_expiry(logged_in).isoformat(),
+        status="active",
+        updated_at=now.astimezone(UTC).isoformat(),
+    )
+
+
+def ended(session: KiteSession, status: SessionStatus, now: datetime) -> KiteSession:
+    """The session marked expired or revoked; its tokens are dropped, as they no longer work."""
+    return replace(
+        session,
+        access_token="",
+        public_token="",
+        refresh_token="" if status == "revoked" else session.refresh_token,
+        status=status,
+        updated_at=now.astimezone(UTC).isoformat(),
+    )
+
+
+def renewed(
+    session: KiteSession, access_token: str, public_token: str, refresh_token: str, now: datetime
+) -> KiteSession:
+    return replace(
+        session,
+        access_token=access_token,
+        public_token=public_token or session.public_token,
+        refresh_token=refresh_token or session.refresh_token,
+        expires_at=next_expiry(now).isoformat(),
         status="active",
         updated_at=now.astimezone(UTC).isoformat(),
     )
