@@ -14,14 +14,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
 # As the template sets them for every function; set before any handler module is imported.
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kitehooks")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "kitehooks")
 
+from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues, provision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,3 +137,18 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def sim() -> Iterator[KiteSimulator]:
+    """A Kite simulator for this test's app credentials, redirecting to a callback nobody serves."""
+    with KiteSimulator(
+        api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url="https://kitehooks.example/callback"
+    ) as simulator:
+        yield simulator
+
+
+def fresh_request_token(sim: KiteSimulator) -> str:
+    """Log in at the simulator as a browser would and take the request_token off the redirect."""
+    location = requests.get(sim.login_url(), allow_redirects=False, timeout=5).headers["Location"]
+    return parse_qs(urlsplit(location).query)["request_token"][0]

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import requests
 
 from kitehooks import kite
 from local.kite_simulator import KiteSimulator
-from tests.conftest import TEST_API_KEY, TEST_API_SECRET, closed_port
-
-
-@pytest.fixture
-def sim() -> Iterator[KiteSimulator]:
-    with KiteSimulator(
-        api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url="https://x.example/cb"
-    ) as s:
-        yield s
-
-
-def request_token(sim: KiteSimulator) -> str:
-    location = requests.get(sim.login_url(), allow_redirects=False, timeout=5).headers["Location"]
-    return location.split("request_token=")[1].split("&")[0]
+from tests.conftest import TEST_API_KEY, TEST_API_SECRET, closed_port, fresh_request_token
 
 
 def test_exchange_renew_and_invalidate(sim: KiteSimulator) -> None:
     client = kite.KiteClient(sim.url, TEST_API_KEY)
-    grant = client.exchange_request_token(request_token(sim), TEST_API_SECRET)
+    grant = client.exchange_request_token(fresh_request_token(sim), TEST_API_SECRET)
     assert (grant.user_id, grant.api_key) == ("AB1234", TEST_API_KEY)
     assert grant.access_token in sim.active_access_tokens()
     assert grant.access_token not in repr(grant)
@@ -43,7 +27,7 @@ def test_exchange_renew_and_invalidate(sim: KiteSimulator) -> None:
 
 
 def test_wrong_secret_is_a_token_error_naming_no_token(sim: KiteSimulator) -> None:
-    token = request_token(sim)
+    token = fresh_request_token(sim)
     with pytest.raises(kite.KiteTokenError) as raised:
         kite.KiteClient(sim.url, TEST_API_KEY).exchange_request_token(token, "wrong-secret")
     assert raised.value.http_status == 403
@@ -59,7 +43,7 @@ def test_missing_field_is_an_input_error(sim: KiteSimulator) -> None:
 def test_unknown_path_is_a_server_error_with_kites_type(sim: KiteSimulator) -> None:
     client = kite.KiteClient(sim.url + "/nowhere", TEST_API_KEY)
     with pytest.raises(kite.KiteServerError) as raised:
-        client.exchange_request_token(request_token(sim), TEST_API_SECRET)
+        client.exchange_request_token(fresh_request_token(sim), TEST_API_SECRET)
     assert raised.value.error_type == "GeneralException"
 
 

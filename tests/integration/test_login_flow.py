@@ -89,14 +89,6 @@ class Browser:
 
 
 @pytest.fixture
-def sim() -> Iterator[KiteSimulator]:
-    with KiteSimulator(
-        api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url=REDIRECT_URL
-    ) as simulator:
-        yield simulator
-
-
-@pytest.fixture
 def browser(stack: ResourceValues, sim: KiteSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
     prefix = f"kitehooks-test-{uuid.uuid4().hex[:8]}/sessions"
     monkeypatch.setenv("API_CREDENTIALS_SECRET_ID", stack["ApiCredentialsSecret"]["Ref"])

@@ -12,7 +12,6 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 
 from kitehooks import kite
 from kitehooks.sessions import KiteSession, new_session
@@ -22,19 +21,12 @@ from tests.conftest import (
     TEST_API_KEY,
     TEST_API_SECRET,
     FakeLambdaContext,
+    fresh_request_token,
     load_function,
     reset_layer_caches,
 )
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-@pytest.fixture
-def sim() -> Iterator[KiteSimulator]:
-    with KiteSimulator(
-        api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url="https://x.example/cb"
-    ) as s:
-        yield s
 
 
 @pytest.fixture
@@ -63,8 +55,7 @@ def logged_in(
     sim: KiteSimulator, prefix: str, user_id: str = "AB1234", expires_in: timedelta | None = None
 ) -> KiteSession:
     """A live Kite session stored the way the callback stores it."""
-    location = requests.get(sim.login_url(), allow_redirects=False, timeout=5).headers["Location"]
-    token = location.split("request_token=")[1].split("&")[0]
+    token = fresh_request_token(sim)
     grant = kite.KiteClient(sim.url, TEST_API_KEY).exchange_request_token(token, TEST_API_SECRET)
     now = datetime.now(UTC)
     session = new_session(
