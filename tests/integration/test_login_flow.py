@@ -410,3 +410,13 @@ def test_an_unexpected_error_is_a_plain_500_page(browser: Browser, monkeypatch: 
     assert "Something went wrong" in answer.body
     assert "Traceback" not in answer.body
     assert "bug while storing" not in answer.body
+
+
+def test_a_named_stage_in_the_path_is_served_like_the_deployed_api(browser: Browser) -> None:
+    # Deployed, the stage is part of the path: https://<api>.execute-api.../prod/login
+    event = http_api_event("GET", "/prod/login", None, request_id="staged")
+    event["routeKey"] = event["requestContext"]["routeKey"] = "GET /login"
+    event["requestContext"]["stage"] = "prod"
+    response = load_function("login").handler(event, FakeLambdaContext())
+    assert response["statusCode"] == 302
+    assert response["headers"]["Location"].startswith(f"{browser.sim.url}/connect/login?")
