@@ -72,6 +72,9 @@ def complete_login(
             400, "Login could not be completed", f"Kite's request_token is {what}: start again from /login"
         )
 
+    # A new HTTP session per login, not one pooled per container: a kept-alive connection that
+    # Kite closed while the container was frozen could fail mid-send, and a single-use
+    # request_token must not be left in doubt. Logins are rare; the handshake is cheap.
     client = kite.KiteClient(
         settings.kite_api_root,
         credentials.api_key,
