@@ -118,6 +118,7 @@ def reset_layer_caches() -> None:
     from kitehooks import aws, config, credentials, receiver
 
     for cached in (
+        config.credentials_settings,
         config.postback_settings,
         config.login_settings,
         config.callback_settings,

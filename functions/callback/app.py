@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from kitehooks.callback import complete_login
 from kitehooks.clock import utc_now
 from kitehooks.config import callback_settings
-from kitehooks.credentials import credentials_store
+from kitehooks.credentials import api_credentials
 from kitehooks.login_state import STATE_COOKIE
 from kitehooks.pages import is_https, register_error_pages, render, request_cookie
 
@@ -24,7 +24,7 @@ register_error_pages(app, logger, action="completed")
 @app.get("/callback")
 def callback() -> Response[str]:
     settings = callback_settings()
-    credentials = credentials_store(settings.credentials_secret_id, settings.credentials_cache_seconds).get()
+    credentials = api_credentials()
     event = app.current_event
     query = {
         key: value for key, value in (event.query_string_parameters or {}).items() if isinstance(value, str)

@@ -11,7 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kitehooks.config import login_settings
-from kitehooks.credentials import credentials_store
+from kitehooks.credentials import api_credentials
 from kitehooks.login import begin_login
 from kitehooks.pages import is_https, register_error_pages, render
 
@@ -23,7 +23,7 @@ register_error_pages(app, logger, action="started")
 @app.get("/login")
 def login() -> Response[str]:
     settings = login_settings()
-    credentials = credentials_store(settings.credentials_secret_id, settings.credentials_cache_seconds).get()
+    credentials = api_credentials()
     next_path = app.current_event.get_query_string_value("next")
     return render(begin_login(settings, credentials, next_path, is_https(app.current_event), time.time()))
 

@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger
 from kitehooks import aws, kite, session_admin
 from kitehooks.clock import utc_now
 from kitehooks.config import ConfigurationError, session_settings
-from kitehooks.credentials import CredentialsUnavailable, credentials_store
+from kitehooks.credentials import CredentialsUnavailable, api_credentials
 from kitehooks.sessions import SessionStore, SessionStoreError, valid_user_id
 
 if TYPE_CHECKING:
@@ -35,12 +35,8 @@ def run(event: dict[str, Any]) -> session_admin.Result:
         return session_admin.Result(False, {"error": 'action must be "expire", "logout" or "renew"'})
     if not valid_user_id(user_id):
         return session_admin.Result(False, {"error": "user_id must be a Kite user id such as AB1234"})
-    credentials = credentials_store(settings.credentials_secret_id, settings.credentials_cache_seconds).get()
-    client = kite.KiteClient(
-        settings.kite_api_root,
-        credentials.api_key,
-        timeout=(kite.CONNECT_TIMEOUT_SECONDS, settings.kite_read_timeout_seconds),
-    )
+    credentials = api_credentials()
+    client = kite.KiteClient.from_settings(settings.kite, credentials.api_key)
     if action == "logout":
         return session_admin.logout(store, client, user_id, now)
     return session_admin.renew(store, client, credentials, user_id, now)

@@ -10,7 +10,7 @@ from datetime import datetime
 from aws_lambda_powertools import Logger
 
 from kitehooks import aws, kite, login_state, used_states
-from kitehooks.config import LoginSettings
+from kitehooks.config import CallbackSettings
 from kitehooks.credentials import ApiCredentials
 from kitehooks.login import Page, state_cookie
 from kitehooks.sessions import IST, SessionStore, SessionStoreError, new_session
@@ -21,7 +21,7 @@ _REQUEST_TOKEN = re.compile(r"[A-Za-z0-9]{8,64}")
 
 
 def complete_login(
-    settings: LoginSettings,
+    settings: CallbackSettings,
     credentials: ApiCredentials,
     query: dict[str, str],
     cookie_nonce: str | None,
@@ -72,14 +72,7 @@ def complete_login(
             400, "Login could not be completed", f"Kite's request_token is {what}: start again from /login"
         )
 
-    # A new HTTP session per login, not one pooled per container: a kept-alive connection that
-    # Kite closed while the container was frozen could fail mid-send, and a single-use
-    # request_token must not be left in doubt. Logins are rare; the handshake is cheap.
-    client = kite.KiteClient(
-        settings.kite_api_root,
-        credentials.api_key,
-        timeout=(kite.CONNECT_TIMEOUT_SECONDS, settings.kite_read_timeout_seconds),
-    )
+    client = kite.KiteClient.from_settings(settings.sessions.kite, credentials.api_key)
     try:
         grant = client.exchange_request_token(request_token, credentials.api_secret)
     except kite.KiteError as error:
@@ -104,7 +97,7 @@ def complete_login(
         now=now,
     )
     try:
-        SessionStore(aws.secretsmanager_client(), settings.session_prefix).put(session)
+        SessionStore(aws.secretsmanager_client(), settings.sessions.session_prefix).put(session)
     except SessionStoreError as error:
         logger.error("session not stored", extra={"reason": str(error)})
         _end_kite_session(client, grant.access_token)

@@ -35,13 +35,27 @@ def _positive_int(name: str, default: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class CredentialsSettings:
+    """Where every function finds the app's Kite credentials, and how long it may cache them."""
+
+    secret_id: str
+    cache_seconds: int
+
+
+@cache
+def credentials_settings() -> CredentialsSettings:
+    return CredentialsSettings(
+        secret_id=_required("API_CREDENTIALS_SECRET_ID"),
+        cache_seconds=_positive_int("CREDENTIALS_CACHE_SECONDS", DEFAULT_CREDENTIALS_CACHE_SECONDS),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PostbackSettings:
     """What the postback path needs: where verified updates go, where undeliverable ones are parked."""
 
     queue_url: str
     undelivered_bucket: str
-    credentials_secret_id: str
-    credentials_cache_seconds: int
     max_postback_bytes: int
 
 
@@ -50,11 +64,50 @@ def postback_settings() -> PostbackSettings:
     return PostbackSettings(
         queue_url=_required("ORDER_UPDATES_QUEUE_URL"),
         undelivered_bucket=_required("UNDELIVERED_BUCKET"),
-        credentials_secret_id=_required("API_CREDENTIALS_SECRET_ID"),
-        credentials_cache_seconds=_positive_int(
-            "CREDENTIALS_CACHE_SECONDS", DEFAULT_CREDENTIALS_CACHE_SECONDS
-        ),
         max_postback_bytes=_positive_int("MAX_POSTBACK_BYTES", DEFAULT_MAX_POSTBACK_BYTES),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSettings:
+    """What ``/login`` needs to send a browser to Kite."""
+
+    kite_login_url: str
+    state_ttl_seconds: int
+
+
+@cache
+def login_settings() -> LoginSettings:
+    return LoginSettings(
+        kite_login_url=_required("KITE_LOGIN_URL"),
+        state_ttl_seconds=_positive_int("LOGIN_STATE_TTL_SECONDS", 600),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KiteSettings:
+    """Where Kite's API is, and how long to wait for it."""
+
+    api_root: str
+    read_timeout_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What the functions that keep sessions (callback, session) need."""
+
+    kite: KiteSettings
+    session_prefix: str
+
+
+@cache
+def session_settings() -> SessionSettings:
+    return SessionSettings(
+        kite=KiteSettings(
+            api_root=_required("KITE_API_ROOT"),
+            read_timeout_seconds=_positive_int("KITE_READ_TIMEOUT_SECONDS", 10),
+        ),
+        session_prefix=_required("SESSION_PREFIX"),
     )
 
 
@@ -64,70 +117,18 @@ def _user_ids(name: str) -> frozenset[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class LoginSettings:
-    """What ``/login`` and ``/callback`` need. The callback-only settings are optional here and
-    checked by :func:`callback_settings`."""
+class CallbackSettings:
+    """What ``/callback`` needs on top of the session settings."""
 
-    credentials_secret_id: str
-    credentials_cache_seconds: int
-    kite_login_url: str
-    kite_api_root: str
-    state_ttl_seconds: int
-    session_prefix: str
+    sessions: SessionSettings
     login_states_table: str
     allowed_user_ids: frozenset[str]  # empty: every Kite user of the app may log in
-    kite_read_timeout_seconds: int
 
 
 @cache
-def login_settings() -> LoginSettings:
-    return LoginSettings(
-        credentials_secret_id=_required("API_CREDENTIALS_SECRET_ID"),
-        credentials_cache_seconds=_positive_int(
-            "CREDENTIALS_CACHE_SECONDS", DEFAULT_CREDENTIALS_CACHE_SECONDS
-        ),
-        kite_login_url=_required("KITE_LOGIN_URL"),
-        kite_api_root=os.environ.get("KITE_API_ROOT", "").strip(),
-        state_ttl_seconds=_positive_int("LOGIN_STATE_TTL_SECONDS", 600),
-        session_prefix=os.environ.get("SESSION_PREFIX", "").strip(),
-        login_states_table=os.environ.get("LOGIN_STATES_TABLE", "").strip(),
+def callback_settings() -> CallbackSettings:
+    return CallbackSettings(
+        sessions=session_settings(),
+        login_states_table=_required("LOGIN_STATES_TABLE"),
         allowed_user_ids=_user_ids("ALLOWED_USER_IDS"),
-        kite_read_timeout_seconds=_positive_int("KITE_READ_TIMEOUT_SECONDS", 10),
-    )
-
-
-@cache
-def callback_settings() -> LoginSettings:
-    settings = login_settings()
-    for name, value in (
-        ("KITE_API_ROOT", settings.kite_api_root),
-        ("SESSION_PREFIX", settings.session_prefix),
-        ("LOGIN_STATES_TABLE", settings.login_states_table),
-    ):
-        if not value:
-            raise ConfigurationError(f"environment variable {name} is not set")
-    return settings
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """What the session function needs."""
-
-    credentials_secret_id: str
-    credentials_cache_seconds: int
-    kite_api_root: str
-    session_prefix: str
-    kite_read_timeout_seconds: int
-
-
-@cache
-def session_settings() -> SessionSettings:
-    return SessionSettings(
-        credentials_secret_id=_required("API_CREDENTIALS_SECRET_ID"),
-        credentials_cache_seconds=_positive_int(
-            "CREDENTIALS_CACHE_SECONDS", DEFAULT_CREDENTIALS_CACHE_SECONDS
-        ),
-        kite_api_root=_required("KITE_API_ROOT"),
-        session_prefix=_required("SESSION_PREFIX"),
-        kite_read_timeout_seconds=_positive_int("KITE_READ_TIMEOUT_SECONDS", 10),
     )

@@ -103,3 +103,11 @@ def credentials_store(secret_id: str, cache_seconds: int) -> CredentialsStore:
     """One store (and so one cache) per secret per container."""
     min_refresh = float(os.environ.get("CREDENTIALS_MIN_REFRESH_SECONDS") or 30)
     return CredentialsStore(secret_id, cache_seconds, min_refresh_seconds=min_refresh)
+
+
+def api_credentials() -> ApiCredentials:
+    """This function's credentials, from the secret its environment names (cached per container)."""
+    from kitehooks.config import credentials_settings
+
+    settings = credentials_settings()
+    return credentials_store(settings.secret_id, settings.cache_seconds).get()

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from kitehooks.checksum import session_checksum
+from kitehooks.config import KiteSettings
 
 KITE_VERSION_HEADER = {"X-Kite-Version": "3"}
 # (connect, read) seconds: a slow Kite must not hold the function, nor the user, for long.
@@ -75,6 +76,15 @@ class SessionGrant:
 
 
 class KiteClient:
+    @classmethod
+    def from_settings(cls, settings: KiteSettings, api_key: str) -> KiteClient:
+        # A new HTTP session per client, not one pooled per container: a kept-alive connection
+        # that Kite closed while the container was frozen could fail mid-send, and a single-use
+        # request_token must not be left in doubt. Logins are rare; the handshake is cheap.
+        return cls(
+            settings.api_root, api_key, timeout=(CONNECT_TIMEOUT_SECONDS, settings.read_timeout_seconds)
+        )
+
     def __init__(
         self,
         api_root: str,

@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from kitehooks import aws, queue, undelivered
-from kitehooks.config import ConfigurationError, PostbackSettings, postback_settings
+from kitehooks.config import ConfigurationError, PostbackSettings, credentials_settings, postback_settings
 from kitehooks.credentials import CredentialsStore, CredentialsUnavailable, credentials_store
 from kitehooks.postback import (
     PostbackRejected,
@@ -43,10 +43,8 @@ class PostbackReceiver:
 
     @classmethod
     def from_environment(cls) -> PostbackReceiver:
-        settings = postback_settings()
-        return cls(
-            settings, credentials_store(settings.credentials_secret_id, settings.credentials_cache_seconds)
-        )
+        credentials = credentials_settings()
+        return cls(postback_settings(), credentials_store(credentials.secret_id, credentials.cache_seconds))
 
     def receive(self, body: bytes, request_id: str) -> Outcome:
         try:
