@@ -734,6 +734,7 @@ def build_event(
     epoch_seconds: float | None = None,
     api_id: str = LOCAL_API_ID,
     account_id: str = DEFAULT_ACCOUNT_ID,
+    forwarded_proto: str = "http",
 ) -> dict[str, Any]:
     """The API Gateway HTTP API (payload format 2.0) event for ``request`` on ``match``.
 
@@ -756,7 +757,7 @@ def build_event(
         f"{forwarded_for}, {request.source_ip}" if forwarded_for else request.source_ip
     )
     headers["x-forwarded-port"] = str(request.server_port)
-    headers["x-forwarded-proto"] = "http"
+    headers["x-forwarded-proto"] = forwarded_proto  # deployed API Gateway: always https
     headers.setdefault("x-amzn-trace-id", f"Root=1-{int(now):08x}-{secrets.token_hex(12)}")
 
     host = headers.get("host", "localhost")

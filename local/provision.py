@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from cfnlint.decode import cfn_yaml
+
+from local.gateway import load_template
 
 ResourceValues = dict[str, dict[str, str]]
 
@@ -29,11 +30,6 @@ _QUEUE_ATTRIBUTES = {
     "DelaySeconds": "DelaySeconds",
     "ReceiveMessageWaitTimeSeconds": "ReceiveMessageWaitTimeSeconds",
 }
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    template: dict[str, Any] = cfn_yaml.load(str(path))
-    return template
 
 
 def _attribute_value(value: Any) -> str:

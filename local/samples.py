@@ -76,53 +76,42 @@ def http_api_event(
     base64_body: bool | None = None,
     request_id: str = "sample-request-id",
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload 2.0) event as the route ``method path`` receives it.
+    """The payload 2.0 event that deployed API Gateway (HTTPS) gives the route ``method path``.
 
-    Like API Gateway, a body that is not UTF-8 text is base64-encoded unless ``base64_body`` says.
+    Built by the local gateway's own event builder, so samples, tests and ``make dev`` agree.
+    Like API Gateway, a body that is not UTF-8 text is base64-encoded; ``base64_body=True``
+    encodes any body, as API Gateway does for a binary content type.
     """
     import base64
-    from urllib.parse import parse_qsl
 
-    if base64_body is None:
-        try:
-            (body or b"").decode("utf-8")
-            base64_body = False
-        except UnicodeDecodeError:
-            base64_body = True
+    from local.gateway import GatewayRequest, Route, RouteMatch, build_event
 
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": f"{method} {path}",
-        "rawPath": path,
-        "rawQueryString": query,
-        "headers": {"content-type": "application/json", "user-agent": "kitehooks-sample", **(headers or {})},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "local",
-            "domainName": "127.0.0.1",
-            "domainPrefix": "local",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "kitehooks-sample",
-            },
-            "requestId": request_id,
-            "routeKey": f"{method} {path}",
-            "stage": "$default",
-            "time": "03/Mar/2022:03:54:25 +0000",
-            "timeEpoch": 1646279665000,
-        },
-        "isBase64Encoded": base64_body,
-    }
+    request_headers = [
+        ("host", "kitehooks.example"),
+        ("content-type", "application/json"),
+        ("user-agent", "kitehooks-sample"),
+        ("x-amzn-trace-id", "Root=1-621e7b51-000000000000000000000000"),
+        *(headers or {}).items(),
+    ]
     if cookies:
-        event["cookies"] = cookies
-    if query:
-        params: dict[str, str] = {}
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            params[key] = f"{params[key]},{value}" if key in params else value
-        event["queryStringParameters"] = params
-    if body is not None:
-        event["body"] = base64.b64encode(body).decode("ascii") if base64_body else body.decode("utf-8")
+        request_headers.append(("cookie", "; ".join(cookies)))
+    request = GatewayRequest(
+        method=method,
+        raw_path=path,
+        raw_query=query,
+        headers=request_headers,
+        body=body or b"",
+        source_ip="203.0.113.10",
+        server_port=443,
+    )
+    event = build_event(
+        request,
+        RouteMatch(Route("SampleFunction", "Sample", method, path), {}),
+        request_id=request_id,
+        epoch_seconds=1646279665.0,
+        forwarded_proto="https",
+    )
+    if base64_body and not event["isBase64Encoded"]:
+        event["body"] = base64.b64encode(body or b"").decode("ascii")
+        event["isBase64Encoded"] = True
     return event
