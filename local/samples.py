@@ -10,10 +10,9 @@ import json
 from typing import Any
 
 from kitehooks.checksum import postback_checksum
-from local.kite_simulator import DEFAULT_API_KEY as LOCAL_API_KEY
 from local.kite_simulator import DEFAULT_API_SECRET as LOCAL_API_SECRET
 
-__all__ = ["LOCAL_API_KEY", "LOCAL_API_SECRET", "http_api_event", "postback_body", "postback_order"]
+__all__ = ["LOCAL_API_SECRET", "http_api_event", "postback_body", "postback_order"]
 
 KITE_POSTBACK_EXAMPLE: dict[str, Any] = {
     "user_id": "AB1234",

@@ -8,6 +8,7 @@ from functools import cache
 
 DEFAULT_MAX_POSTBACK_BYTES = 64 * 1024
 DEFAULT_CREDENTIALS_CACHE_SECONDS = 300
+DEFAULT_LOGIN_STATE_TTL_SECONDS = 600  # long enough to log in at Kite, short enough to be useless later
 
 
 class ConfigurationError(RuntimeError):
@@ -80,7 +81,7 @@ class LoginSettings:
 def login_settings() -> LoginSettings:
     return LoginSettings(
         kite_login_url=_required("KITE_LOGIN_URL"),
-        state_ttl_seconds=_positive_int("LOGIN_STATE_TTL_SECONDS", 600),
+        state_ttl_seconds=_positive_int("LOGIN_STATE_TTL_SECONDS", DEFAULT_LOGIN_STATE_TTL_SECONDS),
     )
 
 

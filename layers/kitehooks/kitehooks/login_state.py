@@ -21,7 +21,6 @@ import secrets
 from dataclasses import dataclass
 
 STATE_COOKIE = "kitehooks_login"
-DEFAULT_STATE_TTL_SECONDS = 600
 _KEY_CONTEXT = b"kitehooks/login-state/v1"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _MAX_STATE_LENGTH = 2048
