@@ -8,6 +8,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 
 from kitehooks import aws, receiver
+from kitehooks.deadline import Deadline
 from kitehooks.http import (
     BodyNotDecodable,
     HttpApiEvent,
@@ -25,6 +26,9 @@ logger = Logger()
 metrics = Metrics()
 aws.sqs_client()  # made during init, once per container
 
+# The answer, its log line and its metrics leave this long before Lambda's Timeout at the latest.
+ANSWER_MARGIN_SECONDS = 2.5
+
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
@@ -37,5 +41,6 @@ def handler(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:
     except BodyNotDecodable as error:
         receiver.count_rejection("invalid_base64")
         return json_response(400, {"status": "rejected", "reason": str(error)})
-    outcome = receiver.receive(body, request_id(event))
+    deadline = Deadline.from_context(context, ANSWER_MARGIN_SECONDS)
+    outcome = receiver.receive(body, request_id(event), deadline)
     return json_response(outcome.status_code, outcome.body)

@@ -84,7 +84,12 @@ def test_valid_postback_is_queued_per_the_message_contract(invoke: Invoke, stack
     assert message["Attributes"]["MessageGroupId"] == "220303000308932"
     assert message["Attributes"]["MessageDeduplicationId"] == hashlib.sha256(body).hexdigest()
     attributes = {name: value["StringValue"] for name, value in message["MessageAttributes"].items()}
-    assert attributes == {"user_id": "AB1234", "order_id": "220303000308932", "status": "COMPLETE"}
+    assert attributes == {
+        "user_id": "AB1234",
+        "order_id": "220303000308932",
+        "status": "COMPLETE",
+        "source": "postback",
+    }
     assert parked(stack) == {}
 
 

@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
-# Standard retry mode backs off and retries throttling and transient faults. Two attempts with
-# these timeouts bound one service's worst case to about 10 s, so that on the postback path a
-# Secrets Manager or SQS outage still leaves time to park the body in S3 within the function's
-# 28 s (API Gateway gives up at 30 s).
+# Standard retry mode backs off and retries throttling and transient faults. botocore's
+# ``max_attempts`` counts retries, ``total_max_attempts`` counts attempts: two attempts in all.
+# These timeouts bound each socket operation; the wall time of a whole call is bounded by the
+# invocation's deadline (``kitehooks.deadline``), since a trickling endpoint never trips them.
 AWS_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 2},
+    retries={"mode": "standard", "total_max_attempts": 2},
     connect_timeout=1,
     read_timeout=3,
 )

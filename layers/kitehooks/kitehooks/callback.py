@@ -1,5 +1,9 @@
 """Kite login, second half: ``/callback`` checks the state, exchanges the request_token once and
 stores the session. Each step is a rule of Kite's login flow; the handler only translates HTTP.
+
+Each step runs inside the invocation's deadline, and the exchange leaves time to store the
+session (and, if that fails, to end the Kite session it created), so the user always gets one of
+these pages before API Gateway gives up at 30 s.
 """
 
 from __future__ import annotations
@@ -12,12 +16,22 @@ from aws_lambda_powertools import Logger
 from kitehooks import aws, kite, login_state, used_states
 from kitehooks.config import CallbackSettings
 from kitehooks.credentials import ApiCredentials
+from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.login import Page, state_cookie
 from kitehooks.sessions import IST, SessionStore, SessionStoreError, new_session
 
 logger = Logger(child=True)
 
 _REQUEST_TOKEN = re.compile(r"[A-Za-z0-9]{8,64}")
+
+# The most a login-state claim in DynamoDB may take (two attempts and their back-off).
+CLAIM_SECONDS = 6.0
+# Kept back from the exchange: storing the session (two attempts), then, if that fails, ending
+# the Kite session it created.
+STORE_RESERVE_SECONDS = 9.0
+INVALIDATE_RESERVE_SECONDS = 3.0
+# Below this there is no point in spending the single-use request_token.
+MIN_EXCHANGE_SECONDS = 2.0
 
 
 def complete_login(
@@ -27,6 +41,7 @@ def complete_login(
     cookie_nonce: str | None,
     secure: bool,
     now: datetime,
+    deadline: Deadline,
 ) -> Page:
     """Kite's redirect back: state, then status, then the token exchange, then the session."""
     # The login cookie has done its work whatever happens next.
@@ -44,15 +59,16 @@ def complete_login(
         return page(400, "Login could not be completed", str(rejection))
 
     try:
-        first_use = used_states.claim(
-            aws.dynamodb_client(),
-            settings.login_states_table,
-            login_state.nonce_key(checked.nonce),
-            checked.expires_at,
-        )
-    except used_states.StateStoreUnavailable as error:
-        logger.error("cannot record login state", extra={"reason": str(error)})
-        return page(503, "Login is unavailable", "Please try again in a minute.")
+        with deadline.limit(CLAIM_SECONDS, keep=STORE_RESERVE_SECONDS + MIN_EXCHANGE_SECONDS):
+            first_use = used_states.claim(
+                aws.dynamodb_client(),
+                settings.login_states_table,
+                login_state.nonce_key(checked.nonce),
+                checked.expires_at,
+            )
+    except (used_states.StateStoreUnavailable, DeadlineExceeded) as error:
+        logger.error("cannot record login state", extra={"reason": str(error) or "DynamoDB timed out"})
+        return page(503, "Login is unavailable", "Please try again in a minute: start again from /login.")
     if not first_use:
         logger.warning("login state replayed")
         return page(
@@ -72,9 +88,12 @@ def complete_login(
             400, "Login could not be completed", f"Kite's request_token is {what}: start again from /login"
         )
 
-    client = kite.KiteClient.from_settings(settings.sessions.kite, credentials.api_key)
+    client = kite.KiteClient.from_settings(settings.sessions.kite, credentials.api_key, deadline)
     try:
-        grant = client.exchange_request_token(request_token, credentials.api_secret)
+        if deadline.budget(keep=STORE_RESERVE_SECONDS) < MIN_EXCHANGE_SECONDS:
+            raise kite.KiteTimeout("no time left to exchange the request_token")
+        with deadline.limit(keep=STORE_RESERVE_SECONDS):
+            grant = client.exchange_request_token(request_token, credentials.api_secret)
     except kite.KiteError as error:
         logger.warning(
             "request_token exchange failed", extra={"reason": str(error), "kind": type(error).__name__}
@@ -97,9 +116,10 @@ def complete_login(
         now=now,
     )
     try:
-        SessionStore(aws.secretsmanager_client(), settings.sessions.session_prefix).put(session)
-    except SessionStoreError as error:
-        logger.error("session not stored", extra={"reason": str(error)})
+        with deadline.limit(keep=INVALIDATE_RESERVE_SECONDS):
+            SessionStore(aws.secretsmanager_client(), settings.sessions.session_prefix).put(session)
+    except (SessionStoreError, DeadlineExceeded) as error:
+        logger.error("session not stored", extra={"reason": str(error) or "Secrets Manager timed out"})
         _end_kite_session(client, grant.access_token)
         return page(
             503,

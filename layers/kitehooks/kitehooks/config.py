@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
-DEFAULT_MAX_POSTBACK_BYTES = 64 * 1024
+DEFAULT_MAX_POSTBACK_BYTES = 16 * 1024  # Kite sends about 1.5 KB
 DEFAULT_CREDENTIALS_CACHE_SECONDS = 300
 DEFAULT_LOGIN_STATE_TTL_SECONDS = 600  # long enough to log in at Kite, short enough to be useless later
 

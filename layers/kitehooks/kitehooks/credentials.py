@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import BotoCoreError
+
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
@@ -20,6 +22,10 @@ PLACEHOLDER = "REPLACE_ME"
 
 class CredentialsUnavailable(RuntimeError):
     """The credentials secret could not be read or still holds the template's placeholder."""
+
+
+class CredentialsUnreachable(CredentialsUnavailable):
+    """Secrets Manager did not answer: reading again at once would only spend more time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,28 +67,40 @@ class CredentialsStore:
             # Imported on first use: Parameters pulls in every provider and costs ~100 ms at import.
             from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-            from kitehooks.aws import AWS_CLIENT_CONFIG
+            from kitehooks.aws import secretsmanager_client
 
-            self._provider = SecretsProvider(boto_config=AWS_CLIENT_CONFIG)
+            # The container's own client: the provider would otherwise build a boto3 session of
+            # its own (tens of ms on the first request) with retries we do not bound.
+            self._provider = SecretsProvider(boto3_client=secretsmanager_client())
         return self._provider
 
     def _read(self, force_fetch: bool) -> ApiCredentials:
+        from aws_lambda_powertools.utilities.parameters.exceptions import TransformParameterError
+
         try:
             value = self._secrets().get(
                 self._secret_id, max_age=self._cache_seconds, transform="json", force_fetch=force_fetch
             )
-        except Exception as error:
-            # The provider's own message can quote the secret's value on a transform error: name
-            # only the kind of failure.
+        except TransformParameterError:
+            # The provider's own message quotes the secret's value: name only the kind of failure.
             raise CredentialsUnavailable(
-                f"could not read credentials secret {self._secret_id} ({type(error).__name__})"
+                f"credentials secret {self._secret_id} is not JSON: it must hold api_key and api_secret"
             ) from None
+        except Exception as error:
+            # Powertools wraps the botocore error: look through to it.
+            cause = error.__cause__ or error.__context__ or error
+            message = f"could not read credentials secret {self._secret_id} ({type(cause).__name__})"
+            if isinstance(cause, BotoCoreError):  # no answer (refused, timed out): not worth a re-read
+                raise CredentialsUnreachable(message) from None
+            raise CredentialsUnavailable(message) from None
         return _parse(value)
 
     def get(self) -> ApiCredentials:
-        """The cached credentials; if they are unusable, one rate-limited fresh read."""
+        """The cached credentials; if they are unusable (not unreachable), one rate-limited fresh read."""
         try:
             return self._read(force_fetch=False)
+        except CredentialsUnreachable:
+            raise  # a second read now would only spend the time that parking the postback needs
         except CredentialsUnavailable:
             fresh = self.refresh()
             if fresh is None:

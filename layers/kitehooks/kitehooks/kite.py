@@ -9,6 +9,7 @@ A request_token works once, so nothing here retries: a read timeout may mean Kit
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import requests
 
 from kitehooks.checksum import session_checksum
 from kitehooks.config import KiteSettings
+from kitehooks.deadline import Deadline, DeadlineExceeded
 
 KITE_VERSION_HEADER = {"X-Kite-Version": "3"}
 # (connect, read) seconds: a slow Kite must not hold the function, nor the user, for long.
@@ -76,13 +78,22 @@ class SessionGrant:
 
 
 class KiteClient:
+    """Kite's session endpoints. With a ``deadline``, each call's whole wall time is bounded by
+    its (connect + read) timeouts and by the deadline: requests' timeouts alone bound each socket
+    read, so a Kite that trickles a byte a second could hold a call for ever."""
+
     @classmethod
-    def from_settings(cls, settings: KiteSettings, api_key: str) -> KiteClient:
+    def from_settings(
+        cls, settings: KiteSettings, api_key: str, deadline: Deadline | None = None
+    ) -> KiteClient:
         # A new HTTP session per client, not one pooled per container: a kept-alive connection
         # that Kite closed while the container was frozen could fail mid-send, and a single-use
         # request_token must not be left in doubt. Logins are rare; the handshake is cheap.
         return cls(
-            settings.api_root, api_key, timeout=(CONNECT_TIMEOUT_SECONDS, settings.read_timeout_seconds)
+            settings.api_root,
+            api_key,
+            timeout=(CONNECT_TIMEOUT_SECONDS, settings.read_timeout_seconds),
+            deadline=deadline,
         )
 
     def __init__(
@@ -91,11 +102,18 @@ class KiteClient:
         api_key: str,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        deadline: Deadline | None = None,
     ) -> None:
         self._api_root = api_root.rstrip("/")
         self._api_key = api_key
         self._http = session or requests.Session()
         self._timeout = timeout
+        self._deadline = deadline
+
+    def _time_limit(self) -> AbstractContextManager[None]:
+        if self._deadline is None:
+            return nullcontext()
+        return self._deadline.limit(self._timeout[0] + self._timeout[1])
 
     def exchange_request_token(self, request_token: str, api_secret: str) -> SessionGrant:
         data = self._call(
@@ -134,16 +152,17 @@ class KiteClient:
         query: dict[str, str] | None = None,
     ) -> Any:
         try:
-            response = self._http.request(
-                method,
-                self._api_root + path,
-                data=form,
-                params=query,
-                headers=KITE_VERSION_HEADER,
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
+            with self._time_limit():
+                response = self._http.request(
+                    method,
+                    self._api_root + path,
+                    data=form,
+                    params=query,
+                    headers=KITE_VERSION_HEADER,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                )  # not streamed: the body, trickled or not, is read inside the limit
+        except (requests.Timeout, DeadlineExceeded):
             raise KiteTimeout(f"Kite did not answer {method} {path} in time") from None
         except requests.RequestException as error:
             # The exception text can quote the URL with its query (tokens): name only its kind.

@@ -80,10 +80,12 @@ def is_https(event: APIGatewayProxyEventV2) -> bool:
 def register_error_pages(app: APIGatewayHttpResolver, logger: Logger, action: str) -> None:
     """Plain pages, never a stack trace: 503 while unconfigured, 500 for anything unexpected."""
     from kitehooks.config import ConfigurationError
-    from kitehooks.credentials import CredentialsUnavailable
+    from kitehooks.credentials import CredentialsUnavailable, CredentialsUnreachable
 
     def unavailable(error: Exception) -> Response[str]:
         logger.error("login unavailable", extra={"reason": str(error)})
+        if isinstance(error, CredentialsUnreachable):
+            return html_page(503, "Login is unavailable", "Please try again in a minute.")
         return html_page(503, "Login is not set up", "kitehooks is not configured yet: see its README.")
 
     def unexpected(error: Exception) -> Response[str]:

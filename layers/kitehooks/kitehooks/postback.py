@@ -15,6 +15,10 @@ from typing import Any, NoReturn
 from kitehooks.checksum import checksums_match, postback_checksum
 
 _CHECKSUM_FORMAT = re.compile(r"[0-9a-fA-F]{64}")
+# Kite's order ids are short numeric strings ("220303000308932"). This admits a little more, and
+# nothing SQS would refuse as a MessageGroupId: a signed postback with any other order_id could
+# never be queued, and junk with one is refused before anything is stored or logged.
+_ORDER_ID_FORMAT = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _REQUIRED_FIELDS = ("order_id", "order_timestamp", "checksum")
 _OPTIONAL_TEXT_FIELDS = ("user_id", "status")
 
@@ -62,7 +66,8 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            _reject(400, f"duplicate key {key!r} in JSON body", "duplicate_key")
+            shown = key if len(key) <= 40 else key[:40] + "…"
+            _reject(400, f"duplicate key {shown!r} in JSON body", "duplicate_key")
         result[key] = value
     return result
 
@@ -127,6 +132,12 @@ def parse_postback(body: bytes, max_bytes: int) -> SignedPostback:
         if not isinstance(value, str) or isinstance(value, _JsonNumber):
             _reject(400, f"{field} must be a string, got {_json_type(value)}", f"invalid_{field}")
         _check_text(field, value)
+    if not _ORDER_ID_FORMAT.fullmatch(document["order_id"]):
+        _reject(
+            400,
+            "order_id must be a Kite order id: 1 to 64 letters, digits or . _ : -",
+            "invalid_order_id",
+        )
     checksum: str = document["checksum"]
     if not _CHECKSUM_FORMAT.fullmatch(checksum):
         _reject(400, "checksum must be 64 hexadecimal characters", "invalid_checksum")

@@ -1,0 +1,121 @@
+"""A wall-clock deadline per invocation, so every answer leaves before the function's Timeout.
+
+botocore's and requests' timeouts bound each socket operation, not a call: an endpoint that
+trickles one byte a second never trips a 3 s read timeout, and retries multiply the rest. So each
+outbound call runs under :meth:`Deadline.limit`, which bounds the call's wall time with a
+real-time interval timer (``SIGALRM``) that interrupts the blocked read in this thread.
+
+Written by hand because no library bounds a blocking call's wall clock in the calling thread: a
+worker thread with ``future.result(timeout=...)`` would leave the hung call running into the
+container's next invocations, and would cost a thread hand-off on every warm request. Lambda runs
+the handler in the main thread, the only one that receives signals; elsewhere (a thread of a
+user's code) a limit falls back to the clients' own socket timeouts.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Protocol
+
+
+class DeadlineExceeded(BaseException):
+    """The time for a call ran out.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: it must pass through libraries' ``except
+    Exception`` blocks (botocore would otherwise treat it as a failed attempt and retry) up to
+    the code that set the limit and knows what to answer instead.
+    """
+
+
+class RemainingTime(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+# Absolute (monotonic) ends of the limits active in the main thread, innermost last.
+_active: list[float] = []
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    if _active and time.monotonic() >= min(_active) - 0.001:
+        raise DeadlineExceeded
+    _arm()  # woken early (a limit ended meanwhile): wait for the soonest one still active
+
+
+def _arm() -> None:
+    if _active:
+        signal.setitimer(signal.ITIMER_REAL, max(min(_active) - time.monotonic(), 0.001))
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`DeadlineExceeded` in the block if it runs longer than ``seconds``."""
+    if seconds <= 0:
+        raise DeadlineExceeded
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_handler = signal.signal(signal.SIGALRM, _on_alarm)
+    end = time.monotonic() + seconds
+    _active.append(end)
+    _arm()
+    try:
+        yield
+    finally:
+        # The timer can fire in this very line and skip the rest; :func:`reset`, at the start of
+        # every invocation, makes sure such a leftover never outlives the invocation it ran out in.
+        _active.remove(end)
+        _arm()
+        if not _active:
+            signal.signal(signal.SIGALRM, previous_handler)
+
+
+def reset() -> None:
+    """Forget every limit: a new invocation starts with none."""
+    _active.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When this invocation must have its answer ready (a ``time.monotonic()`` instant)."""
+
+    at: float
+
+    @classmethod
+    def from_context(
+        cls, context: RemainingTime, margin_seconds: float, cap_seconds: float | None = None
+    ) -> Deadline:
+        """``margin_seconds`` before Lambda would stop the function (and at most ``cap_seconds``
+        from now, for a caller such as API Gateway that gives up sooner)."""
+        reset()
+        available = context.get_remaining_time_in_millis() / 1000
+        if cap_seconds is not None:
+            available = min(available, cap_seconds)
+        return cls(time.monotonic() + available - margin_seconds)
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def budget(self, most: float | None = None, keep: float = 0.0) -> float:
+        """Seconds a step may take: at most ``most``, leaving ``keep`` for the steps after it."""
+        available = self.remaining() - keep
+        return available if most is None else min(most, available)
+
+    @contextmanager
+    def limit(self, most: float | None = None, keep: float = 0.0) -> Iterator[None]:
+        """Bound the block by :meth:`budget`; raise :class:`DeadlineExceeded` when it runs out."""
+        with time_limit(self.budget(most, keep)):
+            yield
