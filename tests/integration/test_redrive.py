@@ -1,50 +1,111 @@
-"""`make redrive`: parked postbacks go back to the queue, checked again on the way."""
+"""`make redrive`: parked postbacks go back to the queue, checked again on the way, in the order
+they were received."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import boto3
 import pytest
+import requests
 
 from kitehooks import undelivered
-from kitehooks.redrive import main
+from kitehooks.redrive import main, redrive
 from local.provision import ResourceValues
 from local.samples import postback_body
 from tests.conftest import TEST_API_SECRET
 
+# Six orders: enough that hash order puts some COMPLETEs first (4 of 6 did on the old keys).
+ORDER_IDS = [f"2511300000{n:05d}" for n in range(6)]
+
+
+def bucket_of(stack: ResourceValues) -> str:
+    return stack["UndeliveredPostbacksBucket"]["Ref"]
+
+
+def queue_of(stack: ResourceValues) -> str:
+    return stack["OrderUpdatesQueue"]["Ref"]
+
 
 def park(stack: ResourceValues, body: bytes, verification: undelivered.Verification) -> str:
-    key = undelivered.object_key(body.decode(), verification, datetime.now(UTC))
-    boto3.client("s3").put_object(Bucket=stack["UndeliveredPostbacksBucket"]["Ref"], Key=key, Body=body)
+    """Park ``body`` now, as the postback function does."""
+    return undelivered.park(
+        boto3.client("s3"), bucket_of(stack), body, verification, "queue-unavailable", "unknown", "req"
+    )
+
+
+def park_at(stack: ResourceValues, body: bytes, verification: undelivered.Verification, at: datetime) -> str:
+    key = undelivered.object_key(body, verification, at)
+    boto3.client("s3").put_object(Bucket=bucket_of(stack), Key=key, Body=body)
     return key
 
 
 def remaining(stack: ResourceValues) -> set[str]:
-    listing = boto3.client("s3").list_objects_v2(Bucket=stack["UndeliveredPostbacksBucket"]["Ref"])
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket_of(stack))
     return {item["Key"] for item in listing.get("Contents", [])}
 
 
+def drain(stack: ResourceValues) -> list[dict[str, Any]]:
+    """Every message in the FIFO queue, in the order a consumer receives them (deleted as read)."""
+    sqs = boto3.client("sqs")
+    received: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=queue_of(stack),
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["MessageGroupId"],
+        ).get("Messages", [])
+        if not batch:
+            return received
+        for message in batch:
+            received.append(dict(message))
+            sqs.delete_message(QueueUrl=queue_of(stack), ReceiptHandle=message["ReceiptHandle"])
+
+
+def statuses_by_order(messages: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per MessageGroupId (order_id), the statuses in the order the queue delivered them."""
+    by_order: dict[str, list[str]] = {}
+    for message in messages:
+        group = message["Attributes"]["MessageGroupId"]
+        by_order.setdefault(group, []).append(json.loads(message["Body"])["status"])
+    return by_order
+
+
 def queued_bodies(stack: ResourceValues) -> list[str]:
-    messages = (
-        boto3.client("sqs")
-        .receive_message(QueueUrl=stack["OrderUpdatesQueue"]["Ref"], MaxNumberOfMessages=10)
-        .get("Messages", [])
-    )
-    return [message["Body"] for message in messages]
+    return [message["Body"] for message in drain(stack)]
 
 
 def args(stack: ResourceValues, *extra: str) -> list[str]:
     return [
         "--bucket",
-        stack["UndeliveredPostbacksBucket"]["Ref"],
+        bucket_of(stack),
         "--queue-url",
-        stack["OrderUpdatesQueue"]["Ref"],
+        queue_of(stack),
         "--secret-id",
         stack["ApiCredentialsSecret"]["Ref"],
         *extra,
     ]
+
+
+def digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def in_wrong_hash_order(order_id: str, first: str, then: str) -> tuple[bytes, bytes]:
+    """Two updates of one order whose digests sort the later one first, as they did on old keys."""
+    for attempt in range(100):
+        earlier = postback_body(TEST_API_SECRET, order_id=order_id, status=first, guid=f"g{attempt}")
+        later = postback_body(TEST_API_SECRET, order_id=order_id, status=then, guid=f"g{attempt}")
+        if digest(later) < digest(earlier):
+            return earlier, later
+    raise AssertionError("no pair in the wrong hash order")
 
 
 def test_redrive_sends_genuine_postbacks_and_leaves_forged_ones(
@@ -58,7 +119,12 @@ def test_redrive_sends_genuine_postbacks_and_leaves_forged_ones(
     forged_key = park(stack, forged, "unverified")
 
     assert main(args(stack)) == 1  # something was left for a person to look at
-    assert sorted(queued_bodies(stack)) == sorted([verified.decode(), unverified.decode()])
+    messages = drain(stack)
+    assert [m["Body"] for m in messages] == [verified.decode(), unverified.decode()]
+    # Consumers can tell a late, parked update from one sent on receipt.
+    assert [m["MessageAttributes"]["source"] for m in messages] == [
+        {"DataType": "String", "StringValue": "redrive"}
+    ] * 2
     assert remaining(stack) == {forged_key}
     output = capsys.readouterr().out
     assert "sent 2 parked postback(s)" in output
@@ -80,27 +146,137 @@ def test_rejected_postbacks_are_sent_once_the_new_secret_verifies_them(
     assert "1 postback(s) whose checksum still fails were left to expire" in capsys.readouterr().out
 
 
+def test_each_orders_updates_parked_within_one_second_arrive_in_receive_order(stack: ResourceValues) -> None:
+    # An SQS outage: every order goes OPEN then COMPLETE within the same second, and is parked.
+    for status in ("OPEN", "COMPLETE"):
+        for order_id in ORDER_IDS:
+            park(stack, postback_body(TEST_API_SECRET, order_id=order_id, status=status), "verified")
+    assert main(args(stack)) == 0
+    assert statuses_by_order(drain(stack)) == {order_id: ["OPEN", "COMPLETE"] for order_id in ORDER_IDS}
+    assert remaining(stack) == set()
+
+
+def test_two_updates_of_an_order_in_one_second_in_the_wrong_hash_order(stack: ResourceValues) -> None:
+    order_id = "251130000099999"
+    opened, completed = in_wrong_hash_order(order_id, "OPEN", "COMPLETE")
+    # Received 0.2 s apart within 09:15:00 UTC, the later one in another verification folder.
+    park_at(stack, opened, "unverified", datetime(2026, 11, 30, 9, 15, 0, 300_000, tzinfo=UTC))
+    park_at(stack, completed, "verified", datetime(2026, 11, 30, 9, 15, 0, 500_000, tzinfo=UTC))
+    assert main(args(stack)) == 0
+    assert statuses_by_order(drain(stack)) == {order_id: ["OPEN", "COMPLETE"]}
+
+
+def test_old_keys_without_microseconds_are_redriven_among_new_ones(stack: ResourceValues) -> None:
+    order_id = "251130000088888"
+    opened, completed = in_wrong_hash_order(order_id, "OPEN", "COMPLETE")
+    triggered = postback_body(TEST_API_SECRET, order_id=order_id, status="TRIGGER PENDING")
+    # Parked before the upgrade, in the key format of the time; the rest after it, same second.
+    old_key = f"undelivered/verified/2026/11/30/091500-{digest(opened)}.json"
+    boto3.client("s3").put_object(Bucket=bucket_of(stack), Key=old_key, Body=opened)
+    park_at(stack, triggered, "verified", datetime(2026, 11, 30, 9, 14, 59, 999_999, tzinfo=UTC))
+    park_at(stack, completed, "verified", datetime(2026, 11, 30, 9, 15, 0, 1, tzinfo=UTC))
+    assert main(args(stack)) == 0
+    assert statuses_by_order(drain(stack)) == {order_id: ["TRIGGER PENDING", "OPEN", "COMPLETE"]}
+    assert remaining(stack) == set()
+
+
 def test_parked_postbacks_are_sent_oldest_first_across_folders(stack: ResourceValues) -> None:
-    bucket = stack["UndeliveredPostbacksBucket"]["Ref"]
-    s3 = boto3.client("s3")
     updates = ["OPEN", "TRIGGER PENDING", "COMPLETE"]
     folders: list[undelivered.Verification] = ["unverified", "verified", "rejected"]
     for minute, (status, folder) in enumerate(zip(updates, folders, strict=True)):
-        body = postback_body(TEST_API_SECRET, status=status)
-        key = undelivered.object_key(body.decode(), folder, datetime(2026, 11, 30, 9, minute, tzinfo=UTC))
-        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        park_at(
+            stack,
+            postback_body(TEST_API_SECRET, status=status),
+            folder,
+            datetime(2026, 11, 30, 9, minute, tzinfo=UTC),
+        )
     assert main(args(stack)) == 0
     assert [json.loads(body)["status"] for body in queued_bodies(stack)] == updates
 
 
-def test_a_queue_failure_leaves_the_rest_going_and_the_object_in_place(
-    stack: ResourceValues, capsys: pytest.CaptureFixture[str]
+class RefusingSqsProxy:
+    """An SQS endpoint in front of the moto server that refuses SendMessage for one order, as SQS
+    refuses a message it cannot take, and passes everything else through."""
+
+    def __init__(self, upstream: str, refused_group: str) -> None:
+        self.upstream = upstream
+        self.refused_group = refused_group
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                target = self.headers.get("X-Amz-Target", "")
+                if target.endswith(".SendMessage") and json.loads(body).get("MessageGroupId") == (
+                    proxy.refused_group
+                ):
+                    self._answer(
+                        400,
+                        b'{"__type":"com.amazonaws.sqs#InvalidParameterValue","message":"refused"}',
+                        "application/x-amz-json-1.0",
+                    )
+                    return
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                }
+                upstream = requests.post(proxy.upstream + self.path, data=body, headers=headers, timeout=10)
+                self._answer(upstream.status_code, upstream.content, upstream.headers["Content-Type"])
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+@pytest.fixture
+def refusing_sqs(aws_env: str) -> Iterator[RefusingSqsProxy]:
+    proxy = RefusingSqsProxy(aws_env, refused_group="251130000077777")
+    thread = threading.Thread(target=proxy.server.serve_forever, daemon=True)
+    thread.start()
+    yield proxy
+    proxy.server.shutdown()
+    proxy.server.server_close()
+    thread.join(timeout=5)
+
+
+def test_an_update_sqs_refuses_holds_back_its_orders_later_updates_only(
+    stack: ResourceValues, refusing_sqs: RefusingSqsProxy
 ) -> None:
-    key = park(stack, postback_body(TEST_API_SECRET), "verified")
-    gone = stack["OrderUpdatesQueue"]["Ref"] + "-gone"
-    assert main([*args(stack)[:2], "--queue-url", gone, *args(stack)[4:]]) == 1
-    assert remaining(stack) == {key}
-    assert "not sent, left in place" in capsys.readouterr().out
+    refused_order, other_order = refusing_sqs.refused_group, "251130000066666"
+    keys = {
+        (order_id, status): park_at(
+            stack,
+            postback_body(TEST_API_SECRET, order_id=order_id, status=status),
+            "verified",
+            datetime(2026, 11, 30, 9, 15, 0, step * 1000 + offset, tzinfo=UTC),
+        )
+        for step, status in enumerate(["OPEN", "COMPLETE"])
+        for offset, order_id in enumerate([refused_order, other_order])
+    }
+    sqs = boto3.client("sqs", endpoint_url=refusing_sqs.url)
+    report = redrive(boto3.client("s3"), sqs, bucket_of(stack), queue_of(stack), TEST_API_SECRET)
+
+    assert statuses_by_order(drain(stack)) == {other_order: ["OPEN", "COMPLETE"]}
+    # The refused OPEN stays, and so does the COMPLETE behind it: sending it would put it first.
+    assert set(report.failed) == {keys[refused_order, "OPEN"]}
+    assert set(report.held) == {keys[refused_order, "COMPLETE"]}
+    assert remaining(stack) == {keys[refused_order, "OPEN"], keys[refused_order, "COMPLETE"]}
+    assert not report.ok
+
+    # Once SQS takes it, the next run sends both, in order.
+    assert main(args(stack)) == 0
+    assert statuses_by_order(drain(stack)) == {refused_order: ["OPEN", "COMPLETE"]}
 
 
 def test_dry_run_sends_and_deletes_nothing(stack: ResourceValues) -> None:

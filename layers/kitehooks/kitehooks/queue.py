@@ -3,13 +3,15 @@
 Body: the postback's raw JSON as received. ``MessageGroupId``: order_id, so each order's updates
 stay in order while different orders flow in parallel. ``MessageDeduplicationId``: sha256 of the
 body, so the same postback delivered twice within SQS's five-minute window is one message;
-consumers must still be idempotent on that id beyond the window.
+consumers must still be idempotent on that id beyond the window. Attribute ``source`` says who
+sent it: ``postback`` (on receipt), ``redrive`` (parked, sent later by ``make redrive``, so after
+any newer update of the order that went straight to the queue) or ``reconciler``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -20,12 +22,22 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 
+Source = Literal["postback", "redrive", "reconciler"]
+
+
 def deduplication_id(raw_body: str) -> str:
     return hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
 
 
-def message_attributes(postback: VerifiedPostback) -> dict[str, MessageAttributeValueTypeDef]:
-    attributes = {"user_id": postback.user_id, "order_id": postback.order_id, "status": postback.status}
+def message_attributes(
+    postback: VerifiedPostback, source: Source = "postback"
+) -> dict[str, MessageAttributeValueTypeDef]:
+    attributes = {
+        "user_id": postback.user_id,
+        "order_id": postback.order_id,
+        "status": postback.status,
+        "source": source,
+    }
     # SQS refuses empty attribute values: an attribute Kite did not send is left out.
     return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items() if value}
 
@@ -34,7 +46,7 @@ class QueueUnavailable(RuntimeError):
     """SQS did not take the message after the client's bounded retries."""
 
 
-def publish(sqs: SQSClient, queue_url: str, postback: VerifiedPostback) -> str:
+def publish(sqs: SQSClient, queue_url: str, postback: VerifiedPostback, source: Source = "postback") -> str:
     """Send one verified postback; return its SQS MessageId, or raise :class:`QueueUnavailable`."""
     try:
         response = sqs.send_message(
@@ -42,7 +54,7 @@ def publish(sqs: SQSClient, queue_url: str, postback: VerifiedPostback) -> str:
             MessageBody=postback.raw_body,
             MessageGroupId=postback.order_id,
             MessageDeduplicationId=deduplication_id(postback.raw_body),
-            MessageAttributes=message_attributes(postback),
+            MessageAttributes=message_attributes(postback, source),
         )
     except (BotoCoreError, ClientError) as error:
         raise QueueUnavailable(
