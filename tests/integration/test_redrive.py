@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -194,66 +194,76 @@ def test_parked_postbacks_are_sent_oldest_first_across_folders(stack: ResourceVa
     assert [json.loads(body)["status"] for body in queued_bodies(stack)] == updates
 
 
-class RefusingSqsProxy:
-    """An SQS endpoint in front of the moto server that refuses SendMessage for one order, as SQS
-    refuses a message it cannot take, and passes everything else through."""
+# (status, body, content type) to answer instead of the emulator.
+Refusal = tuple[int, bytes, str]
+SQS_REFUSAL: Refusal = (
+    400,
+    b'{"__type":"com.amazonaws.sqs#InvalidParameterValue","message":"refused"}',
+    "application/x-amz-json-1.0",
+)
+S3_REFUSAL: Refusal = (
+    403,
+    b"<Error><Code>AccessDenied</Code><Message>refused</Message></Error>",
+    "application/xml",
+)
+Refuse = Callable[[str, str, Mapping[str, str], bytes], Refusal | None]
 
-    def __init__(self, upstream: str, refused_group: str) -> None:
-        self.upstream = upstream
-        self.refused_group = refused_group
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+
+class FaultyEndpoint:
+    """An AWS endpoint in front of the moto server that refuses the requests ``refuse`` picks (by
+    method, path, headers and body), as the real service can, and passes everything else on."""
+
+    def __init__(self, upstream: str, refuse: Refuse) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _relay_handler(upstream, refuse))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        proxy = self
+    def __enter__(self) -> FaultyEndpoint:
+        self.thread.start()
+        return self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                target = self.headers.get("X-Amz-Target", "")
-                if target.endswith(".SendMessage") and json.loads(body).get("MessageGroupId") == (
-                    proxy.refused_group
-                ):
-                    self._answer(
-                        400,
-                        b'{"__type":"com.amazonaws.sqs#InvalidParameterValue","message":"refused"}',
-                        "application/x-amz-json-1.0",
-                    )
-                    return
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
-                }
-                upstream = requests.post(proxy.upstream + self.path, data=body, headers=headers, timeout=10)
-                self._answer(upstream.status_code, upstream.content, upstream.headers["Content-Type"])
-
-            def _answer(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        return Handler
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
 
 
-@pytest.fixture
-def refusing_sqs(aws_env: str) -> Iterator[RefusingSqsProxy]:
-    proxy = RefusingSqsProxy(aws_env, refused_group="251130000077777")
-    thread = threading.Thread(target=proxy.server.serve_forever, daemon=True)
-    thread.start()
-    yield proxy
-    proxy.server.shutdown()
-    proxy.server.server_close()
-    thread.join(timeout=5)
+def _relay_handler(upstream: str, refuse: Refuse) -> type[BaseHTTPRequestHandler]:
+    class Relay(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _relay(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            refusal = refuse(self.command, self.path, headers, body)
+            if refusal is not None:
+                status, content, content_type = refusal
+                reply_headers = {"Content-Type": content_type}
+            else:
+                answer = requests.request(
+                    self.command, upstream + self.path, data=body, headers=headers, timeout=10
+                )
+                status, content = answer.status_code, answer.content
+                hop_by_hop = ("content-length", "content-encoding", "transfer-encoding", "connection")
+                reply_headers = {k: v for k, v in answer.headers.items() if k.lower() not in hop_by_hop}
+            self.send_response(status)
+            for name, value in reply_headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(content)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay  # noqa: N815 - http.server names
+
+    return Relay
 
 
 def test_an_update_sqs_refuses_holds_back_its_orders_later_updates_only(
-    stack: ResourceValues, refusing_sqs: RefusingSqsProxy
+    stack: ResourceValues, aws_env: str
 ) -> None:
-    refused_order, other_order = refusing_sqs.refused_group, "251130000066666"
+    refused_order, other_order = "251130000077777", "251130000066666"
     keys = {
         (order_id, status): park_at(
             stack,
@@ -264,8 +274,14 @@ def test_an_update_sqs_refuses_holds_back_its_orders_later_updates_only(
         for step, status in enumerate(["OPEN", "COMPLETE"])
         for offset, order_id in enumerate([refused_order, other_order])
     }
-    sqs = boto3.client("sqs", endpoint_url=refusing_sqs.url)
-    report = redrive(boto3.client("s3"), sqs, bucket_of(stack), queue_of(stack), TEST_API_SECRET)
+
+    def refuse_one_order(method: str, path: str, headers: Mapping[str, str], body: bytes) -> Refusal | None:
+        sending = headers.get("X-Amz-Target", "").endswith(".SendMessage")
+        return SQS_REFUSAL if sending and json.loads(body)["MessageGroupId"] == refused_order else None
+
+    with FaultyEndpoint(aws_env, refuse_one_order) as sqs_endpoint:
+        sqs = boto3.client("sqs", endpoint_url=sqs_endpoint.url)
+        report = redrive(boto3.client("s3"), sqs, bucket_of(stack), queue_of(stack), TEST_API_SECRET)
 
     assert statuses_by_order(drain(stack)) == {other_order: ["OPEN", "COMPLETE"]}
     # The refused OPEN stays, and so does the COMPLETE behind it: sending it would put it first.
@@ -277,6 +293,40 @@ def test_an_update_sqs_refuses_holds_back_its_orders_later_updates_only(
     # Once SQS takes it, the next run sends both, in order.
     assert main(args(stack)) == 0
     assert statuses_by_order(drain(stack)) == {refused_order: ["OPEN", "COMPLETE"]}
+
+
+@pytest.mark.parametrize("failing", ["GET", "DELETE"])
+def test_an_s3_failure_stops_the_run_where_it_is(stack: ResourceValues, aws_env: str, failing: str) -> None:
+    # Order A: OPEN, then COMPLETE after order B's OPEN, whose object S3 will not read or delete.
+    order_a, order_b = "251130000055555", "251130000044444"
+    parked = [
+        park_at(
+            stack,
+            postback_body(TEST_API_SECRET, order_id=order_id, status=status),
+            "verified",
+            datetime(2026, 11, 30, 9, 15, 0, step, tzinfo=UTC),
+        )
+        for step, (order_id, status) in enumerate(
+            [(order_a, "OPEN"), (order_b, "OPEN"), (order_a, "COMPLETE")]
+        )
+    ]
+
+    def refuse_order_b(method: str, path: str, headers: Mapping[str, str], body: bytes) -> Refusal | None:
+        return S3_REFUSAL if method == failing and path.endswith(parked[1].rsplit("/", 1)[1]) else None
+
+    with FaultyEndpoint(aws_env, refuse_order_b) as s3_endpoint:
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint.url)
+        report = redrive(s3, boto3.client("sqs"), bucket_of(stack), queue_of(stack), TEST_API_SECRET)
+
+    assert report.stopped is not None
+    assert parked[1] in report.stopped
+    sent_before_stop = [order_a] if failing == "GET" else [order_a, order_b]
+    assert [m["Attributes"]["MessageGroupId"] for m in drain(stack)] == sent_before_stop
+    assert parked[2] in remaining(stack)  # A's COMPLETE was not tried: B's OPEN might be newer
+    assert not report.ok
+
+    assert main(args(stack)) == 0  # the next run sends the rest, in order
+    assert remaining(stack) == set()
 
 
 def test_dry_run_sends_and_deletes_nothing(stack: ResourceValues) -> None:

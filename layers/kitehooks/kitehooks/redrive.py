@@ -36,6 +36,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    InvalidRegionError,
     NoCredentialsError,
     ReadTimeoutError,
 )
@@ -84,8 +85,10 @@ class RedriveReport:
         return not (self.refused or self.failed or self.held or self.stopped)
 
 
-def describe_failure(error: Exception, what: str) -> str:
+def describe_failure(error: Exception, what: str, region: str | None = None) -> str:
     """One line saying what went wrong with ``what`` (a bucket, queue, secret, stack or object)."""
+    if isinstance(error, InvalidRegionError):
+        return f"invalid region {error.kwargs.get('region_name')!r}: give --region as e.g. {DEFAULT_REGION}"
     if isinstance(error, NoCredentialsError):
         return (
             "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
@@ -97,12 +100,12 @@ def describe_failure(error: Exception, what: str) -> str:
             if os.environ.get("AWS_ENDPOINT_URL")
             else "check the region and the network"
         )
-        return f"cannot reach AWS for {what} at {error.kwargs.get('endpoint_url', '?')}: {hint}"
+        return f"cannot reach {error.kwargs.get('endpoint_url', 'AWS')} ({what}): {hint}"
     if isinstance(error, ClientError):
         details = error.response.get("Error", {})
         code = str(details.get("Code", "unknown"))
         if code in _NOT_FOUND:
-            return f"{what} does not exist"
+            return f"{what} does not exist" + (f" in {region}" if region else "")
         message = str(details.get("Message") or "").splitlines()[:1]
         return f"{what}: {code}" + (f": {message[0]}" if message else "")
     first_line = (str(error).splitlines() or [type(error).__name__])[0]
@@ -216,11 +219,13 @@ def check_target(session: boto3.Session, s3: S3Client, sqs: SQSClient, target: T
     try:
         s3.head_bucket(Bucket=target.bucket)
     except (BotoCoreError, ClientError) as error:
-        raise RedriveError(describe_failure(error, f"bucket {target.bucket}")) from None
+        raise RedriveError(describe_failure(error, f"bucket {target.bucket}", session.region_name)) from None
     try:
         attributes = sqs.get_queue_attributes(QueueUrl=target.queue_url, AttributeNames=["FifoQueue"])
     except (BotoCoreError, ClientError) as error:
-        raise RedriveError(describe_failure(error, f"queue {target.queue_url}")) from None
+        raise RedriveError(
+            describe_failure(error, f"queue {target.queue_url}", session.region_name)
+        ) from None
     if attributes.get("Attributes", {}).get("FifoQueue") != "true":
         raise RedriveError(f"queue {target.queue_url} is not a FIFO queue: give the order-updates queue")
 
@@ -228,7 +233,9 @@ def check_target(session: boto3.Session, s3: S3Client, sqs: SQSClient, target: T
     try:
         secret_string = secrets.get_secret_value(SecretId=target.secret_id).get("SecretString", "")
     except (BotoCoreError, ClientError) as error:
-        raise RedriveError(describe_failure(error, f"secret {target.secret_id}")) from None
+        raise RedriveError(
+            describe_failure(error, f"secret {target.secret_id}", session.region_name)
+        ) from None
     try:
         # The same rules as the functions apply (placeholder refused); never echo the value.
         return parse_credentials(json.loads(secret_string)).api_secret
