@@ -2,6 +2,12 @@
 
 Invoke with ``{"action": "logout", "user_id": "AB1234"}`` or ``{"action": "renew", "user_id": ...}``;
 the daily schedule at 06:00 IST sends ``{"action": "expire"}``.
+
+A request that cannot be done (unknown action, bad user_id, no such session) is answered
+``{"ok": false, "detail": {"error": ...}}``: the caller's mistake, which no retry or alarm can fix.
+When kitehooks cannot do its part (configuration, Secrets Manager, Kite failing, or any session
+left unexpired) the invocation fails with ``SessionActionFailed``: Lambda counts an error, retries
+the scheduled run, and the errors alarm fires.
 """
 
 from __future__ import annotations
@@ -23,18 +29,26 @@ if TYPE_CHECKING:
 logger = Logger()
 
 
-def run(event: dict[str, Any]) -> session_admin.Result:
+def _refusal(error: str) -> session_admin.Result:
+    return session_admin.Result(False, {"error": error})
+
+
+def run(event: Any) -> session_admin.Result:
+    """Check the request, then act. Raises when kitehooks cannot do its part."""
+    if not isinstance(event, dict):
+        return _refusal('the event must be a JSON object such as {"action": "expire"}')
+    action = event.get("action")
+    if action not in session_admin.ACTIONS:
+        return _refusal('action must be "expire", "logout" or "renew"')
+    user_id = str(event.get("user_id") or "")
+    if action != "expire" and not valid_user_id(user_id):
+        return _refusal("user_id must be a Kite user id such as AB1234")
+
     settings = session_settings()
     store = SessionStore(aws.secretsmanager_client(), settings.session_prefix)
     now = utc_now()
-    if event.get("action") == "expire":
+    if action == "expire":
         return session_admin.expire_due(store, now)
-
-    action, user_id = event.get("action"), str(event.get("user_id") or "")
-    if action not in ("logout", "renew"):
-        return session_admin.Result(False, {"error": 'action must be "expire", "logout" or "renew"'})
-    if not valid_user_id(user_id):
-        return session_admin.Result(False, {"error": "user_id must be a Kite user id such as AB1234"})
     credentials = api_credentials()
     client = kite.KiteClient.from_settings(settings.kite, credentials.api_key)
     if action == "logout":
@@ -43,10 +57,19 @@ def run(event: dict[str, Any]) -> session_admin.Result:
 
 
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     try:
         result = run(event)
-    except (ConfigurationError, CredentialsUnavailable, SessionStoreError) as error:
-        logger.error("session action failed", extra={"reason": str(error)})
-        result = session_admin.Result(False, {"error": str(error)})
+    except (
+        ConfigurationError,
+        CredentialsUnavailable,
+        SessionStoreError,
+        session_admin.SessionActionFailed,
+    ) as error:
+        # Every one of these messages is written to name no token.
+        action = event.get("action") if isinstance(event, dict) else None
+        logger.error("session action failed", extra={"action": action, "reason": str(error)})
+        raise session_admin.SessionActionFailed(f"{action} failed: {error}") from None
+    if not result.ok:
+        logger.warning("session action refused", extra={"reason": result.detail.get("error", "")})
     return asdict(result)

@@ -14,6 +14,7 @@ import boto3
 import pytest
 
 from kitehooks import kite
+from kitehooks.session_admin import SessionActionFailed
 from kitehooks.sessions import KiteSession, new_session
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
@@ -21,12 +22,13 @@ from tests.conftest import (
     TEST_API_KEY,
     TEST_API_SECRET,
     FakeLambdaContext,
+    closed_port,
     fresh_request_token,
     load_function,
     reset_layer_caches,
 )
 
-Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+Invoke = Callable[[Any], dict[str, Any]]
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def prefix(stack: ResourceValues, sim: KiteSimulator, monkeypatch: pytest.Monkey
 def invoke(prefix: str) -> Invoke:
     app = load_function("session")
 
-    def call(event: dict[str, Any]) -> dict[str, Any]:
+    def call(event: Any) -> dict[str, Any]:
         result: dict[str, Any] = app.handler(event, FakeLambdaContext())
         return result
 
@@ -133,10 +135,13 @@ def test_renew_without_a_refresh_token_says_the_user_must_log_in(
     [
         ({"action": "dance", "user_id": "AB1234"}, "action must be"),
         ({"action": "logout", "user_id": "../etc"}, "user_id must be"),
+        ({"action": "renew"}, "user_id must be"),
         ({"action": "logout", "user_id": "ZZ0000"}, "no session stored"),
+        (["expire"], "JSON object"),
     ],
 )
-def test_bad_requests_get_a_clear_error(invoke: Invoke, event: dict[str, Any], message: str) -> None:
+def test_bad_requests_get_a_clear_error(invoke: Invoke, event: Any, message: str) -> None:
+    # The caller's mistake: answered, not raised, so neither a retry nor an alarm follows.
     result = invoke(event)
     assert result["ok"] is False
     assert message in result["detail"]["error"]
@@ -167,3 +172,121 @@ def test_no_token_reaches_results_or_logs(
         TEST_API_SECRET,
     ):
         assert token not in output
+
+
+# A failed run must fail the invocation: Lambda then counts an error, retries the scheduled run
+# and finally records it in the dead-letter queue; a normal return would be a success to all three.
+
+
+def test_expiry_that_leaves_a_session_unexpired_fails_the_run_after_expiring_the_others(
+    invoke: Invoke, sim: KiteSimulator, prefix: str
+) -> None:
+    logged_in(sim, prefix, "AB1234", expires_in=timedelta(minutes=-1))
+    boto3.client("secretsmanager").create_secret(Name=f"{prefix}/EF9012", SecretString="not a session")
+    with pytest.raises(SessionActionFailed, match=r"could not expire 1 session\(s\) \(EF9012\); 1 expired"):
+        invoke({"action": "expire"})
+    assert stored(prefix, "AB1234")["status"] == "expired"
+
+
+def test_expiry_fails_the_run_when_sessions_cannot_be_listed(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    reset_layer_caches()
+    with pytest.raises(SessionActionFailed, match="expire failed: could not list sessions"):
+        invoke({"action": "expire"})
+
+
+def test_expiry_fails_the_run_when_unconfigured(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SESSION_PREFIX")
+    reset_layer_caches()
+    with pytest.raises(SessionActionFailed, match="SESSION_PREFIX"):
+        invoke({"action": "expire"})
+
+
+def test_logout_fails_when_kite_cannot_be_reached_and_keeps_the_session_active(
+    invoke: Invoke, sim: KiteSimulator, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = logged_in(sim, prefix)
+    monkeypatch.setenv("KITE_API_ROOT", f"http://127.0.0.1:{closed_port()}")
+    reset_layer_caches()
+    with pytest.raises(SessionActionFailed, match="Kite did not log out the session of AB1234") as failure:
+        invoke({"action": "logout", "user_id": "AB1234"})
+    assert session.access_token not in str(failure.value)
+    # Still live at Kite: not marked revoked, so the retry (or the caller) can finish the job.
+    assert stored(prefix)["status"] == "active"
+    assert session.access_token in sim.active_access_tokens()
+
+
+def test_renew_fails_when_kite_cannot_be_reached(
+    invoke: Invoke, sim: KiteSimulator, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = logged_in(sim, prefix)
+    monkeypatch.setenv("KITE_API_ROOT", f"http://127.0.0.1:{closed_port()}")
+    reset_layer_caches()
+    with pytest.raises(SessionActionFailed, match="Kite did not renew the session of AB1234") as failure:
+        invoke({"action": "renew", "user_id": "AB1234"})
+    for token in (session.access_token, session.refresh_token):
+        assert token not in str(failure.value)
+    assert stored(prefix)["access_token"] == session.access_token
+
+
+def test_renew_refused_by_kite_is_an_answer_not_a_failure(
+    invoke: Invoke, sim: KiteSimulator, prefix: str
+) -> None:
+    session = logged_in(sim, prefix)
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=f"{prefix}/AB1234",
+        SecretString=json.dumps(asdict(replace(session, refresh_token="not-a-refresh-token-kite-knows"))),
+    )
+    result = invoke({"action": "renew", "user_id": "AB1234"})
+    assert result["ok"] is False
+    assert "Kite did not renew the session" in result["detail"]["error"]
+
+
+@pytest.mark.parametrize("action", ["logout", "renew"])
+def test_session_actions_fail_when_the_credentials_are_unreadable(
+    invoke: Invoke, sim: KiteSimulator, prefix: str, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    logged_in(sim, prefix)
+    monkeypatch.setenv("API_CREDENTIALS_SECRET_ID", "kitehooks-test/no-such-secret")
+    reset_layer_caches()
+    with pytest.raises(SessionActionFailed, match=f"{action} failed: could not read credentials secret"):
+        invoke({"action": action, "user_id": "AB1234"})
+    assert stored(prefix)["status"] == "active"
+
+
+def test_session_actions_fail_when_secrets_manager_is_down(
+    invoke: Invoke, sim: KiteSimulator, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged_in(sim, prefix)
+    invoke({"action": "renew", "user_id": "AB1234"})  # the credentials are now cached
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", f"http://127.0.0.1:{closed_port()}")
+    from kitehooks import aws
+
+    aws.secretsmanager_client.cache_clear()  # a new client, as after a cold start, but credentials cached
+    with pytest.raises(SessionActionFailed, match="logout failed: could not read the session of AB1234"):
+        invoke({"action": "logout", "user_id": "AB1234"})
+
+
+def test_failures_name_no_token_in_logs_or_messages(
+    invoke: Invoke,
+    sim: KiteSimulator,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    service_logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    session = logged_in(sim, prefix)
+    monkeypatch.setenv("KITE_API_ROOT", f"http://127.0.0.1:{closed_port()}")
+    reset_layer_caches()
+    messages = []
+    for action in ("logout", "renew"):
+        with pytest.raises(SessionActionFailed) as failure:
+            invoke({"action": action, "user_id": "AB1234"})
+        messages.append(str(failure.value))
+    captured = capsys.readouterr()
+    output = "\n".join(messages) + service_logs.getvalue() + captured.out + captured.err
+    assert "session action failed" in output  # the capture did see the log line
+    for secret in (session.access_token, session.refresh_token, session.public_token, TEST_API_SECRET):
+        assert secret not in output

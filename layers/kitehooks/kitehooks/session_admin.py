@@ -1,5 +1,14 @@
 """What the session function does to stored sessions: expire them at 06:00 IST, log a user out,
 renew with a refresh token. No public route reaches it; it runs on a schedule or by direct invoke.
+
+Two kinds of failure, answered differently:
+
+- the caller asked for something that cannot be done (no such session, no refresh token, Kite
+  refused the token): a :class:`Result` with ``ok`` false, for the caller to read. Retrying the same
+  request could not help, and it is no fault of the deployment, so no alarm should fire;
+- kitehooks could not do its part (Secrets Manager or Kite failing, a session that could not be
+  expired): :class:`SessionActionFailed` is raised, so Lambda counts an error, retries an
+  asynchronous (scheduled) invocation, and the alarms see it.
 """
 
 from __future__ import annotations
@@ -17,6 +26,14 @@ from kitehooks.sessions import SessionNotFound, SessionStore, SessionStoreError,
 logger = Logger(child=True)
 
 Action = Literal["expire", "logout", "renew"]
+ACTIONS: tuple[Action, ...] = ("expire", "logout", "renew")
+
+# How many user ids a failure message names; the log lines name each one.
+_NAMED_IN_MESSAGE = 10
+
+
+class SessionActionFailed(RuntimeError):
+    """kitehooks could not do its part of the action. The message names no token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +44,17 @@ class Result:
     detail: dict[str, Any]
 
 
+def _refused(error: kite.KiteError) -> bool:
+    """Kite answered and said no: asking again cannot help. Anything else may pass on a retry."""
+    return isinstance(error, (kite.KiteTokenError, kite.KiteInputError))
+
+
 def expire_due(store: SessionStore, now: datetime) -> Result:
-    """Mark every active session whose expires_at has passed as expired."""
+    """Mark every active session whose expires_at has passed as expired.
+
+    Raises SessionStoreError when the sessions cannot be listed, and SessionActionFailed when any
+    session could not be expired (after trying every other one). Running it again is harmless.
+    """
     expired: list[str] = []
     failed: list[str] = []
     for user_id in store.user_ids():
@@ -37,11 +63,18 @@ def expire_due(store: SessionStore, now: datetime) -> Result:
             if session.status == "active" and datetime.fromisoformat(session.expires_at) <= now:
                 store.put(ended(session, "expired", now))
                 expired.append(user_id)
+        except SessionNotFound:
+            continue  # deleted since it was listed: nothing left to expire
         except (SessionStoreError, ValueError) as error:
             logger.error("could not expire a session", extra={"kite_user_id": user_id, "reason": str(error)})
             failed.append(user_id)
     logger.info("sessions expired", extra={"expired": len(expired), "failed": len(failed)})
-    return Result(not failed, {"expired": expired, "failed": failed})
+    if failed:
+        named = ", ".join(failed[:_NAMED_IN_MESSAGE]) + (", ..." if len(failed) > _NAMED_IN_MESSAGE else "")
+        raise SessionActionFailed(
+            f"could not expire {len(failed)} session(s) ({named}); {len(expired)} expired"
+        )
+    return Result(True, {"expired": expired, "failed": failed})
 
 
 def logout(store: SessionStore, client: kite.KiteClient, user_id: str, now: datetime) -> Result:
@@ -56,7 +89,10 @@ def logout(store: SessionStore, client: kite.KiteClient, user_id: str, now: date
         except kite.KiteTokenError:
             pass  # already expired or logged out at Kite: the goal is reached
         except kite.KiteError as error:
-            return Result(False, {"error": f"Kite did not log the session out: {error}"})
+            if _refused(error):
+                return Result(False, {"error": f"Kite refused to log the session out: {error}"})
+            # Still live at Kite, so not marked revoked: a retry can finish the job.
+            raise SessionActionFailed(f"Kite did not log out the session of {user_id}: {error}") from None
     store.put(ended(session, "revoked", now))
     return Result(True, {"user_id": user_id, "status": "revoked"})
 
@@ -76,7 +112,9 @@ def renew(
     try:
         data = client.renew_access_token(session.refresh_token, credentials.api_secret)
     except kite.KiteError as error:
-        return Result(False, {"error": f"Kite did not renew the session: {error}"})
+        if _refused(error):
+            return Result(False, {"error": f"Kite did not renew the session: {error}"})
+        raise SessionActionFailed(f"Kite did not renew the session of {user_id}: {error}") from None
     fresh = renewed(
         session,
         access_token=str(data["access_token"]),
