@@ -17,6 +17,7 @@ import pytest
 import requests
 from kiteconnect import KiteConnect
 
+from kitehooks.login import state_cookie_name
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from local.samples import http_api_event
@@ -52,10 +53,17 @@ class Browser:
     prefix: str
     jar: dict[str, str] = field(default_factory=dict)
     answers: list[Answer] = field(default_factory=list)
+    https: bool = True  # as deployed; False: the local stack's plain http://127.0.0.1
+
+    @property
+    def login_cookie(self) -> str:
+        return state_cookie_name(self.https)
 
     def call(self, function: str, path: str, query: str = "") -> Answer:
         cookies = [f"{name}={value}" for name, value in self.jar.items()]
         event = http_api_event("GET", path, None, query=query, cookies=cookies, request_id=uuid.uuid4().hex)
+        if not self.https:
+            event["headers"]["x-forwarded-proto"] = "http"  # as the local gateway says it
         response = load_function(function).handler(event, FakeLambdaContext())
         answer = Answer(
             response["statusCode"], response.get("headers", {}), response.get("cookies", []), response["body"]
@@ -130,9 +138,35 @@ def test_login_redirects_to_kite_with_a_signed_state_and_a_browser_cookie(browse
     assert query["api_key"] == [TEST_API_KEY]
     assert "state" in parse_qs(query["redirect_params"][0])
     [cookie] = answer.cookies
-    assert cookie.startswith("kitehooks_login=")
+    # Over HTTPS the __Host- prefix: only this origin, over HTTPS, can set the login cookie.
+    assert cookie.startswith("__Host-kitehooks_login=")
     for attribute in ("HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=600"):
         assert attribute in cookie
+    assert "Domain" not in cookie
+
+
+def test_over_plain_http_the_login_cookie_is_unprefixed_and_the_login_completes(browser: Browser) -> None:
+    # The local stack: a browser drops Secure and __Host- cookies that arrive over plain HTTP.
+    browser.https = False
+    login = browser.login()
+    [cookie] = login.cookies
+    assert cookie.startswith("kitehooks_login=")
+    assert "Secure" not in cookie
+    answer = browser.callback(browser.kite(login.location))
+    assert answer.status == 200, answer.body
+    assert browser.jar == {}  # cleared under the name it was set with
+    assert stored_session(browser) is not None
+
+
+def test_a_login_cookie_under_the_other_name_is_not_the_login_cookie(browser: Browser) -> None:
+    login = browser.login()
+    query = browser.kite(login.location)
+    nonce = browser.jar.pop(browser.login_cookie)
+    browser.jar[state_cookie_name(not browser.https)] = nonce  # e.g. planted over plain HTTP
+    answer = browser.callback(query)
+    assert answer.status == 400
+    assert "did not start the login" in answer.body
+    assert exchanges(browser.sim) == 0
 
 
 def test_full_login_stores_the_session_and_shows_no_token(browser: Browser) -> None:
@@ -141,7 +175,7 @@ def test_full_login_stores_the_session_and_shows_no_token(browser: Browser) -> N
     assert "Welcome, Arjun Bhat" in answer.body
     assert "06:00 IST" in answer.body
     assert answer.headers["Referrer-Policy"] == "no-referrer"
-    assert "kitehooks_login" not in browser.jar  # the login cookie was cleared
+    assert browser.jar == {}  # the login cookie was cleared
 
     session = stored_session(browser)
     assert session is not None
@@ -189,6 +223,35 @@ def test_next_path_is_where_the_browser_goes_after_login(browser: Browser) -> No
     assert answer.status == 303
     assert answer.location == "/orders?view=open"
     assert stored_session(browser) is not None
+
+
+@pytest.mark.parametrize(
+    ("next_query", "location"),
+    [
+        ("next=%2Forders%2F%C3%BC", "/orders/%C3%BC"),
+        ("next=%2F%E4%B8%AD%3Ftab%3D%F0%9F%98%80", "/%E4%B8%AD?tab=%F0%9F%98%80"),
+        ("next=%2F" + "%C3%BC" * 85, "/" + "%C3%BC" * 85),  # 511 characters once encoded
+    ],
+)
+def test_non_ascii_next_comes_back_url_encoded_after_login(
+    browser: Browser, next_query: str, location: str
+) -> None:
+    # Location is a header: ASCII only, as the browser sent the path in the first place.
+    answer = browser.callback(browser.kite(browser.login(next_query).location))
+    assert answer.status == 303, answer.body
+    assert answer.location == location
+
+
+@pytest.mark.parametrize("next_query", ["next=%2F" + "%C3%BC" * 300, "next=%2F" + "%F0%9F%98%80" * 43])
+def test_next_too_long_once_encoded_is_refused_at_login_before_kite(
+    browser: Browser, next_query: str
+) -> None:
+    # Before: /login redirected to Kite, and /callback refused the state after the user logged in.
+    answer = browser.login(next_query)
+    assert answer.status == 400
+    assert "next is too long" in answer.body
+    assert answer.cookies == []
+    assert "Location" not in answer.headers
 
 
 @pytest.mark.parametrize(
@@ -255,7 +318,7 @@ def test_state_signed_with_another_secret_is_refused(browser: Browser) -> None:
     from kitehooks.login_state import sign_state
 
     query = parse_qs(browser.kite(browser.login().location))
-    nonce = browser.jar["kitehooks_login"]
+    nonce = browser.jar[browser.login_cookie]
     forged = sign_state("guessed-secret", nonce, int(time.time()) + 600, None)
     answer = browser.callback(f"status=success&request_token={query['request_token'][0]}&state={forged}")
     assert answer.status == 400

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kitehooks.login_state import (
+    MAX_RETURN_PATH_LENGTH,
+    MAX_STATE_LENGTH,
     StateRejected,
     UnsafeReturnPath,
     check_return_path,
@@ -67,3 +69,72 @@ def test_same_origin_paths_are_accepted(path: str) -> None:
 def test_other_return_paths_are_refused(path: str) -> None:
     with pytest.raises(UnsafeReturnPath):
         check_return_path(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "sent_as"),
+    [
+        ("/orders/ü", "/orders/%C3%BC"),
+        ("/中文", "/%E4%B8%AD%E6%96%87"),
+        ("/a b", "/a%20b"),
+        ("/already%20encoded", "/already%20encoded"),
+    ],
+)
+def test_return_paths_are_kept_as_a_browser_sends_them(path: str, sent_as: str) -> None:
+    # ASCII only, so the path fits the Location header /callback answers with.
+    assert check_return_path(path) == sent_as
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/" + "ü" * 200,  # 201 characters, 1,201 once encoded
+        "/" + "😀" * 60,  # 61 characters, 721 once encoded
+        "/" + "a" * MAX_RETURN_PATH_LENGTH,
+    ],
+)
+def test_return_paths_too_long_once_encoded_are_refused(path: str) -> None:
+    with pytest.raises(UnsafeReturnPath, match="too long"):
+        check_return_path(path)
+
+
+def test_a_return_path_that_no_url_can_carry_is_refused() -> None:
+    with pytest.raises(UnsafeReturnPath):
+        check_return_path("/a\ud800b")  # a lone surrogate, as a broken query string can decode to
+
+
+# Any text at all, weighted towards what makes a state long: non-ASCII, quotes, long strings.
+RETURN_PATHS = st.builds(
+    lambda body: "/" + body,
+    st.text(
+        alphabet=st.one_of(
+            st.characters(codec="utf-8"), st.sampled_from('"ü中😀%'), st.characters(max_codepoint=0x7F)
+        ),
+        max_size=MAX_RETURN_PATH_LENGTH + 10,
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(RETURN_PATHS)
+def test_every_return_path_accepted_makes_a_state_the_callback_accepts(path: str) -> None:
+    try:
+        checked = check_return_path(path)
+    except UnsafeReturnPath:
+        return
+    assert checked is not None
+    assert checked.isascii()
+    assert len(checked) <= MAX_RETURN_PATH_LENGTH
+    nonce = new_nonce()
+    state = sign_state(SECRET, nonce, int(NOW) + 600, checked)
+    assert len(state) <= MAX_STATE_LENGTH
+    assert verify_state(SECRET, state, nonce, NOW).next_path == checked
+
+
+def test_the_longest_return_path_of_the_worst_characters_fits_in_a_state() -> None:
+    # JSON escapes '"' as two characters: the most a return path can add to the state.
+    worst = "/" + '"' * (MAX_RETURN_PATH_LENGTH - 1)
+    nonce = "n" * 64
+    state = sign_state(SECRET, nonce, 10**12, check_return_path(worst))
+    assert len(state) <= MAX_STATE_LENGTH
+    assert verify_state(SECRET, state, nonce, NOW).next_path == worst

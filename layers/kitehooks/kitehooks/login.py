@@ -13,6 +13,10 @@ from kitehooks import login_state
 from kitehooks.config import LoginSettings
 from kitehooks.credentials import ApiCredentials
 
+# Browsers keep a __Host- cookie only if it is Secure, has Path=/ and no Domain, and never let a
+# sibling subdomain or a plain-HTTP page set one: nobody else can plant a login nonce.
+_HOST_PREFIX = "__Host-"
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -25,11 +29,17 @@ class Page:
     cookies: list[Cookie] = field(default_factory=list)
 
 
+def state_cookie_name(secure: bool) -> str:
+    """The login cookie's name: ``__Host-``-prefixed over HTTPS, plain over HTTP (local stack),
+    where browsers would refuse a prefixed cookie without Secure."""
+    return f"{_HOST_PREFIX}{login_state.STATE_COOKIE}" if secure else login_state.STATE_COOKIE
+
+
 def state_cookie(nonce: str, max_age: int, secure: bool) -> Cookie:
     return Cookie(
-        name=login_state.STATE_COOKIE,
+        name=state_cookie_name(secure),
         value=nonce,
-        path="/",
+        path="/",  # and no Domain: both required by the __Host- prefix
         secure=secure,
         http_only=True,
         max_age=max_age,
@@ -48,6 +58,11 @@ def begin_login(
     nonce = login_state.new_nonce()
     expires_at = int(now) + settings.state_ttl_seconds
     state = login_state.sign_state(credentials.api_secret, nonce, expires_at, checked_next)
+    # /callback refuses a state longer than this before reading it: refuse here, before the user
+    # logs in at Kite for nothing. The state is base64url and ".", which Kite's redirect_params
+    # (URL-encoded inside the login URL) carry back unchanged.
+    if len(state) > login_state.MAX_STATE_LENGTH:
+        return Page(400, "Cannot start the login", "next is too long: use a shorter path")
     query = urlencode(
         {"v": "3", "api_key": credentials.api_key, "redirect_params": urlencode({"state": state})}
     )

@@ -19,11 +19,18 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
+from urllib.parse import quote
 
+# The login cookie's name over plain HTTP (the local stack); over HTTPS it carries the __Host-
+# prefix (kitehooks.login.state_cookie_name).
 STATE_COOKIE = "kitehooks_login"
 _KEY_CONTEXT = b"kitehooks/login-state/v1"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22,64}")
-_MAX_STATE_LENGTH = 2048
+# /callback refuses a longer state unread; /login never issues one (kitehooks.login).
+MAX_STATE_LENGTH = 2048
+MAX_RETURN_PATH_LENGTH = 512
+# Characters a path keeps as they are: printable ASCII. Anything else is percent-encoded as UTF-8.
+_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
 class StateRejected(Exception):
@@ -54,18 +61,34 @@ def _unb64(text: str) -> bytes:
 
 
 def check_return_path(next_path: str | None) -> str | None:
-    """Accept only a same-origin path ("/orders"), never "//host", "/\\host" or a URL."""
+    """Accept only a same-origin path ("/orders"), never "//host", "/\\host" or a URL.
+
+    Returns the path with every character beyond printable ASCII percent-encoded as UTF-8, as a
+    browser sends it: it then fits an HTTP Location header and its length is what the state
+    carries. Longer than MAX_RETURN_PATH_LENGTH once encoded is refused.
+    """
     if next_path is None or next_path == "":
         return None
+    too_long = UnsafeReturnPath(
+        f"next is too long: at most {MAX_RETURN_PATH_LENGTH} characters once URL-encoded "
+        "(a non-ASCII character takes 6 to 12)"
+    )
+    if len(next_path) > MAX_RETURN_PATH_LENGTH:
+        raise too_long
     if (
-        len(next_path) > 512
-        or not next_path.startswith("/")
+        not next_path.startswith("/")
         or next_path.startswith(("//", "/\\"))
         or any(ch in next_path for ch in "\\\r\n\t")
         or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in next_path)
     ):
         raise UnsafeReturnPath("next must be a path on this site, such as /orders")
-    return next_path
+    try:
+        encoded = quote(next_path, safe=_PATH_SAFE, errors="strict")
+    except UnicodeEncodeError:  # a lone surrogate: no URL can carry it
+        raise UnsafeReturnPath("next must be a path on this site, such as /orders") from None
+    if len(encoded) > MAX_RETURN_PATH_LENGTH:
+        raise too_long
+    return encoded
 
 
 def new_nonce() -> str:
@@ -82,7 +105,7 @@ def verify_state(api_secret: str, state: str | None, cookie_nonce: str | None, n
     """Check signature, expiry and the browser binding; single use is the caller's next step."""
     if not state:
         raise StateRejected("the login state is missing: start again from /login")
-    if len(state) > _MAX_STATE_LENGTH or state.count(".") != 1:
+    if len(state) > MAX_STATE_LENGTH or state.count(".") != 1:
         raise StateRejected("the login state is malformed: start again from /login")
     payload, signature = state.split(".")
     expected = _b64(hmac.new(_key(api_secret), payload.encode("ascii", "replace"), hashlib.sha256).digest())
