@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from cfnlint.decode import cfn_yaml
 
@@ -39,9 +42,12 @@ def grants(function: str) -> set[tuple[str, str]]:
 
 
 def test_postback_function_may_only_send_to_its_queue_park_in_its_bucket_and_read_its_secret() -> None:
+    from kitehooks.undelivered import PREFIX
+
     assert grants("PostbackFunction") == {
         ("sqs:SendMessage", repr({"Fn::GetAtt": ["OrderUpdatesQueue", "Arn"]})),
-        ("s3:PutObject", repr({"Fn::Sub": "${UndeliveredPostbacksBucket.Arn}/*"})),
+        # Only under the parking prefix the receiver writes to.
+        ("s3:PutObject", repr({"Fn::Sub": f"${{UndeliveredPostbacksBucket.Arn}}/{PREFIX}*"})),
         ("secretsmanager:GetSecretValue", repr({"Ref": "ApiCredentialsSecret"})),
     }
 
@@ -161,3 +167,330 @@ def test_session_function_may_read_and_update_sessions_and_list_names_only() -> 
         "cron(0 6 * * ? *)",
         "Asia/Kolkata",
     )
+
+
+# --- Template values under given parameters -------------------------------------------------
+
+NO_VALUE = object()  # what !Ref AWS::NoValue leaves: the property is absent
+
+
+def parameter_values(**given: str) -> dict[str, str]:
+    values = {name: str(spec.get("Default", "")) for name, spec in TEMPLATE["Parameters"].items()}
+    values.update(given)
+    return values
+
+
+def condition(name: str, parameters: dict[str, str]) -> bool:
+    return truth(TEMPLATE["Conditions"][name], parameters)
+
+
+def truth(expression: dict[str, Any], parameters: dict[str, str]) -> bool:
+    ((function, argument),) = expression.items()
+    if function == "Condition":
+        return condition(argument, parameters)
+    if function == "Fn::Not":
+        return not truth(argument[0], parameters)
+    if function == "Fn::Equals":
+        return bool(evaluate(argument[0], parameters) == evaluate(argument[1], parameters))
+    raise AssertionError(f"{function} is not evaluated by these tests")
+
+
+def evaluate(value: Any, parameters: dict[str, str]) -> Any:
+    """The few intrinsics the tested properties use: Ref to a parameter, Fn::If, AWS::NoValue."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            return NO_VALUE if argument == "AWS::NoValue" else parameters[argument]
+        if function == "Fn::If":
+            name, when_true, when_false = argument
+            return evaluate(when_true if condition(name, parameters) else when_false, parameters)
+    return value
+
+
+def resources_deployed(parameters: dict[str, str]) -> dict[str, Any]:
+    return {
+        lid: resource
+        for lid, resource in RESOURCES.items()
+        if "Condition" not in resource or condition(resource["Condition"], parameters)
+    }
+
+
+def allowed(parameter: str, value: str) -> bool:
+    spec = TEMPLATE["Parameters"][parameter]
+    if "AllowedValues" in spec and value not in spec["AllowedValues"]:
+        return False
+    return "AllowedPattern" not in spec or re.fullmatch(spec["AllowedPattern"], value) is not None
+
+
+# --- Postbacks: concurrency, body size, parked objects -----------------------------------------
+
+
+def test_postback_concurrency_is_reserved_only_when_the_parameter_is_given() -> None:
+    spec = TEMPLATE["Parameters"]["PostbackReservedConcurrency"]
+    assert spec["Default"] == ""
+    assert "10 concurrent executions" in spec["Description"]  # why the default reserves nothing
+    reserved = FUNCTIONS["PostbackFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    assert evaluate(reserved, parameter_values()) is NO_VALUE
+    assert evaluate(reserved, parameter_values(PostbackReservedConcurrency="20")) == "20"
+    assert [
+        name for name in FUNCTIONS if "ReservedConcurrentExecutions" in FUNCTIONS[name]["Properties"]
+    ] == ["PostbackFunction"]
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("", True), ("1", True), ("250", True), ("0", False), ("ten", False)]
+)
+def test_postback_reserved_concurrency_takes_a_positive_count_or_nothing(value: str, ok: bool) -> None:
+    assert allowed("PostbackReservedConcurrency", value) is ok
+
+
+def test_postback_bodies_are_limited_to_16_kb_by_default() -> None:
+    # Kite's bodies are about 1.5 KB; an unauthenticated request can store at most this much.
+    assert TEMPLATE["Parameters"]["MaxPostbackBytes"]["Default"] == 16384
+    variables = FUNCTIONS["PostbackFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["MAX_POSTBACK_BYTES"] == {"Ref": "MaxPostbackBytes"}
+
+
+def lifecycle_rules_for(key: str) -> list[dict[str, Any]]:
+    rules = RESOURCES["UndeliveredPostbacksBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    return [rule for rule in rules if rule["Status"] == "Enabled" and key.startswith(rule.get("Prefix", ""))]
+
+
+def expiry_days(key: str) -> tuple[int, int]:
+    """(current, noncurrent) days before S3 deletes the object; overlapping rules: the shorter wins."""
+    rules = lifecycle_rules_for(key)
+    current = [rule["ExpirationInDays"] for rule in rules if "ExpirationInDays" in rule]
+    noncurrent = [
+        rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        for rule in rules
+        if "NoncurrentVersionExpiration" in rule
+    ]
+    assert current, f"{key} would stay for ever"
+    assert noncurrent, f"old versions of {key} would stay for ever"
+    return min(current), min(noncurrent)
+
+
+@pytest.mark.parametrize(
+    ("verification", "days"), [("rejected", (14, 1)), ("unverified", (90, 30)), ("verified", (90, 30))]
+)
+def test_every_kind_of_parked_postback_expires(verification: str, days: tuple[int, int]) -> None:
+    from kitehooks.undelivered import PREFIX
+
+    key = f"{PREFIX}{verification}/2026/01/02/030405.000000-{'0' * 64}.json"
+    # Junk (a wrong checksum) goes within two weeks and leaves no old version behind for long;
+    # real updates stay long enough to notice the alarm and redrive.
+    assert expiry_days(key) == days
+
+
+def test_every_verification_the_receiver_writes_has_its_own_rule() -> None:
+    from typing import get_args
+
+    from kitehooks.undelivered import PREFIX, Verification
+
+    prefixes = {
+        rule.get("Prefix")
+        for rule in RESOURCES["UndeliveredPostbacksBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    }
+    assert {f"{PREFIX}{verification}/" for verification in get_args(Verification)} <= prefixes
+
+
+@pytest.mark.parametrize("key", ["undelivered/other/x.json", "elsewhere.json"])
+def test_nothing_in_the_bucket_stays_for_ever(key: str) -> None:
+    assert expiry_days(key) == (90, 30)
+    assert any(rule.get("ExpiredObjectDeleteMarker") is True for rule in lifecycle_rules_for(key))
+
+
+# --- Alarms --------------------------------------------------------------------------------------
+
+
+def alarms(parameters: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {
+        lid: resource["Properties"]
+        for lid, resource in resources_deployed(parameters).items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def lambda_errors_alarm(function: str, parameters: dict[str, str]) -> dict[str, Any] | None:
+    for alarm in alarms(parameters).values():
+        if (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors") and alarm["Dimensions"] == [
+            {"Name": "FunctionName", "Value": {"Ref": function}}
+        ]:
+            return alarm
+    return None
+
+
+WITH_EMAIL = parameter_values(AlarmEmail="ops@example.com")
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_function_has_an_errors_alarm_when_an_email_is_given(function: str) -> None:
+    alarm = lambda_errors_alarm(function, WITH_EMAIL)
+    assert alarm is not None, f"no Errors alarm for {function}"
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum",
+        0,
+        "GreaterThanThreshold",
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    assert lambda_errors_alarm(function, parameter_values()) is None  # no e-mail: no alarms, no topic
+
+
+def test_no_alarm_or_topic_without_an_email() -> None:
+    deployed = resources_deployed(parameter_values())
+    assert not [
+        lid for lid, r in deployed.items() if r["Type"] in ("AWS::CloudWatch::Alarm", "AWS::SNS::Topic")
+    ]
+
+
+def metric_alarm(namespace: str, metric: str) -> dict[str, Any]:
+    [alarm] = [
+        a for a in alarms(WITH_EMAIL).values() if (a["Namespace"], a["MetricName"]) == (namespace, metric)
+    ]
+    return alarm
+
+
+def test_parked_postbacks_alarm_apart_from_unverified_ones() -> None:
+    # PostbackParked: verified updates waiting for the queue. PostbackParkedUnverified: the
+    # credentials could not check them; the fix is the secret, then redrive.
+    assert "redrive" in metric_alarm("kitehooks", "PostbackParked")["AlarmDescription"]
+    unverified = metric_alarm("kitehooks", "PostbackParkedUnverified")
+    assert "credentials" in unverified["AlarmDescription"]
+    assert "redrive" in unverified["AlarmDescription"]
+
+
+def test_the_session_dead_letter_queue_has_an_alarm() -> None:
+    queue = {"Name": "QueueName", "Value": {"Fn::GetAtt": ["SessionDeadLetterQueue", "QueueName"]}}
+    [alarm] = [a for a in alarms(WITH_EMAIL).values() if a["Dimensions"] == [queue]]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+
+# --- The session function's failures -------------------------------------------------------------
+
+
+def test_the_daily_expiry_is_retried_and_dead_lettered() -> None:
+    session = FUNCTIONS["SessionFunction"]["Properties"]
+    schedule = session["Events"]["DailyExpiry"]
+    assert schedule["Type"] == "ScheduleV2"
+    properties = schedule["Properties"]
+    # The schedule's own retries cover failing to invoke (throttling, permissions)...
+    assert 1 <= properties["RetryPolicy"]["MaximumRetryAttempts"] <= 3
+    assert 60 <= properties["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 86400
+    dead_letters = {"Fn::GetAtt": ["SessionDeadLetterQueue", "Arn"]}
+    assert properties["DeadLetterConfig"] == {"Arn": dead_letters}
+    # ...and, as the schedule invokes asynchronously, Lambda retries a run that raised, then
+    # records it in the same queue.
+    invoke = session["EventInvokeConfig"]
+    assert 1 <= invoke["MaximumRetryAttempts"] <= 2
+    assert invoke["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": dead_letters}
+    # Scheduler and Lambda destinations take standard queues only.
+    assert not RESOURCES["SessionDeadLetterQueue"]["Properties"].get("FifoQueue")
+    assert properties["OmitName"] is True  # two stacks in one account get two schedules
+
+
+def translated() -> dict[str, Any]:
+    """The template as SAM turns it into CloudFormation (no AWS call: no managed policies used)."""
+    from samtranslator.parser.parser import Parser  # type: ignore[import-untyped]
+    from samtranslator.translator.translator import Translator  # type: ignore[import-untyped]
+
+    template = json.loads(json.dumps(TEMPLATE))  # a plain copy: SAM edits what it is given
+    for resource in template["Resources"].values():  # SAM wants packaged code here
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = "s3://bucket/key"
+
+    def no_managed_policies() -> dict[str, str]:
+        raise AssertionError("the template names a managed policy")
+
+    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name="ap-south-1"))
+    result: dict[str, Any] = translator.translate(
+        template, parameter_values={}, get_managed_policy_map=no_managed_policies
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def cloudformation() -> dict[str, Any]:
+    return translated()
+
+
+def role_grants(cloudformation: dict[str, Any], role: str) -> set[tuple[str, str]]:
+    pairs: set[tuple[str, str]] = set()
+    for policy in cloudformation["Resources"][role]["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            pairs.update((action, repr(statement["Resource"])) for action in actions)
+    return pairs
+
+
+def test_sam_grants_what_the_dead_letter_queue_needs(cloudformation: dict[str, Any]) -> None:
+    resources = cloudformation["Resources"]
+    dead_letters = repr({"Fn::GetAtt": ["SessionDeadLetterQueue", "Arn"]})
+    [schedule] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
+    assert "Name" not in schedule
+    target = schedule["Target"]
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SessionDeadLetterQueue", "Arn"]}}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    schedule_role = target["RoleArn"]["Fn::GetAtt"][0]
+    assert ("sqs:SendMessage", dead_letters) in role_grants(cloudformation, schedule_role)
+    assert ("sqs:SendMessage", dead_letters) in role_grants(cloudformation, "SessionFunctionRole")
+    [invoke_config] = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"
+    ]
+    assert invoke_config["FunctionName"] == {"Ref": "SessionFunction"}
+
+
+def test_sam_passes_the_optional_reserved_concurrency_through(cloudformation: dict[str, Any]) -> None:
+    postback = cloudformation["Resources"]["PostbackFunction"]["Properties"]
+    assert postback["ReservedConcurrentExecutions"] == {
+        "Fn::If": [
+            "HasPostbackReservedConcurrency",
+            {"Ref": "PostbackReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+
+
+# --- Logging and time limits ----------------------------------------------------------------------
+
+# Lambda's ApplicationLogLevel values (advanced logging controls).
+LAMBDA_APPLICATION_LOG_LEVELS = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}
+
+
+def test_log_level_sets_lambdas_filter_and_powertools_alike() -> None:
+    function_globals = TEMPLATE["Globals"]["Function"]
+    assert function_globals["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": {"Ref": "LogLevel"},
+    }
+    assert function_globals["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+    assert not [lid for lid, f in FUNCTIONS.items() if "LoggingConfig" in f["Properties"]]
+    assert set(TEMPLATE["Parameters"]["LogLevel"]["AllowedValues"]) <= LAMBDA_APPLICATION_LOG_LEVELS
+
+
+@pytest.mark.parametrize("level", TEMPLATE["Parameters"]["LogLevel"]["AllowedValues"])
+def test_each_log_level_is_the_one_powertools_applies_without_a_warning(level: str) -> None:
+    # In Lambda, ApplicationLogLevel arrives as AWS_LAMBDA_LOG_LEVEL and wins over
+    # POWERTOOLS_LOG_LEVEL; Powertools warns when the two disagree.
+    probe = (
+        "import logging, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "from aws_lambda_powertools import Logger\n"
+        "print(logging.getLevelName(Logger(service='probe').log_level))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("LOG_LEVEL")}
+    env.update(AWS_LAMBDA_LOG_LEVEL=level, POWERTOOLS_LOG_LEVEL=level)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == {"WARN": "WARNING"}.get(level, level)
+
+
+def test_functions_behind_the_api_stop_before_api_gateway_gives_up() -> None:
+    # API Gateway answers 503 itself at 30 s; kitehooks' own answer must come first.
+    timeouts = {
+        lid: FUNCTIONS[lid]["Properties"].get("Timeout") for lid in ("CallbackFunction", "PostbackFunction")
+    }
+    assert timeouts == {"CallbackFunction": 29, "PostbackFunction": 28}
