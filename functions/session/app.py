@@ -21,6 +21,7 @@ from kitehooks import aws, kite, session_admin
 from kitehooks.clock import utc_now
 from kitehooks.config import ConfigurationError, session_settings
 from kitehooks.credentials import CredentialsUnavailable, api_credentials
+from kitehooks.deadline import Deadline
 from kitehooks.sessions import SessionStore, SessionStoreError, valid_user_id
 
 if TYPE_CHECKING:
@@ -28,12 +29,16 @@ if TYPE_CHECKING:
 
 logger = Logger()
 
+# Kite calls end this long before Lambda would stop the function, so a Kite that trickles its
+# answer fails the run with a clear message rather than a bare timeout.
+ANSWER_MARGIN_SECONDS = 5.0
+
 
 def _refusal(error: str) -> session_admin.Result:
     return session_admin.Result(False, {"error": error})
 
 
-def run(event: Any) -> session_admin.Result:
+def run(event: Any, deadline: Deadline) -> session_admin.Result:
     """Check the request, then act. Raises when kitehooks cannot do its part."""
     if not isinstance(event, dict):
         return _refusal('the event must be a JSON object such as {"action": "expire"}')
@@ -50,7 +55,7 @@ def run(event: Any) -> session_admin.Result:
     if action == "expire":
         return session_admin.expire_due(store, now)
     credentials = api_credentials()
-    client = kite.KiteClient.from_settings(settings.kite, credentials.api_key)
+    client = kite.KiteClient.from_settings(settings.kite, credentials.api_key, deadline=deadline)
     if action == "logout":
         return session_admin.logout(store, client, user_id, now)
     return session_admin.renew(store, client, credentials, user_id, now)
@@ -59,7 +64,7 @@ def run(event: Any) -> session_admin.Result:
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     try:
-        result = run(event)
+        result = run(event, Deadline.from_context(context, ANSWER_MARGIN_SECONDS))
     except (
         ConfigurationError,
         CredentialsUnavailable,

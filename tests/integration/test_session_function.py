@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -290,3 +291,25 @@ def test_failures_name_no_token_in_logs_or_messages(
     assert "session action failed" in output  # the capture did see the log line
     for secret in (session.access_token, session.refresh_token, session.public_token, TEST_API_SECRET):
         assert secret not in output
+
+
+class ShortContext(FakeLambdaContext):
+    """An invocation with 7 s left: Kite calls must end 5 s before that."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 7_000
+
+
+def test_a_slow_kite_fails_the_logout_before_lambda_would_stop_it(
+    sim: KiteSimulator, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged_in(sim, prefix)
+    monkeypatch.setenv("KITE_READ_TIMEOUT_SECONDS", "30")  # only the invocation's deadline is left
+    reset_layer_caches()
+    sim.set_delay(6)
+    app = load_function("session")
+    started = time.monotonic()
+    with pytest.raises(SessionActionFailed, match="Kite did not log out the session of AB1234"):
+        app.handler({"action": "logout", "user_id": "AB1234"}, ShortContext())
+    assert time.monotonic() - started < 3.5
+    assert stored(prefix)["status"] == "active"
