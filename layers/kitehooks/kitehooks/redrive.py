@@ -129,7 +129,7 @@ def redrive(
         ]
     except (BotoCoreError, ClientError) as error:
         raise RedriveError(describe_failure(error, f"bucket {bucket}")) from None
-    unsent: dict[str, str] = {}  # order_id -> key of its first update SQS did not take
+    unsent: set[str] = set()  # orders with an update SQS did not take: the rest of each waits
     # In receive order across all folders, so each order's updates reach the queue in order.
     for key in sorted(keys, key=undelivered.received_order):
         try:
@@ -149,23 +149,23 @@ def redrive(
         if verified.order_id in unsent:
             report.held[key] = f"an earlier update of order {verified.order_id} was not sent"
             continue
-        if not dry_run:
-            try:
-                queue.publish(sqs, queue_url, verified, source="redrive")
-            except queue.QueueUnavailable as error:
-                report.failed[key] = str(error)
-                unsent[verified.order_id] = key
-                continue
+        if dry_run:
             report.sent.append(key)
-            try:
-                s3.delete_object(Bucket=bucket, Key=key)
-            except (BotoCoreError, ClientError) as error:
-                # Sent but still parked: the next run sends it again. Stopping now keeps that
-                # duplicate ahead of the order's later updates instead of after them.
-                report.stopped = describe_failure(error, f"deleting sent s3://{bucket}/{key}")
-                return report
-        else:
-            report.sent.append(key)
+            continue
+        try:
+            queue.publish(sqs, queue_url, verified, source="redrive")
+        except queue.QueueUnavailable as error:
+            report.failed[key] = str(error)
+            unsent.add(verified.order_id)
+            continue
+        report.sent.append(key)
+        try:
+            s3.delete_object(Bucket=bucket, Key=key)
+        except (BotoCoreError, ClientError) as error:
+            # Sent but still parked: the next run sends it again. Stopping now keeps that
+            # duplicate ahead of the order's later updates instead of after them.
+            report.stopped = describe_failure(error, f"deleting sent s3://{bucket}/{key}")
+            return report
     return report
 
 
@@ -209,8 +209,6 @@ def resolve_target(session: boto3.Session, args: argparse.Namespace) -> Target:
                 f"{what} has no output {', '.join(missing)}: is it a kitehooks stack, fully deployed?"
             )
         given = {arg: given[arg] or outputs[name] for arg, name in _STACK_OUTPUTS.items()}
-    if not all(given.values()):
-        raise RedriveError("give --stack, or all of --bucket, --queue-url and --secret-id")
     return Target(bucket=given["bucket"], queue_url=given["queue_url"], secret_id=given["secret_id"])
 
 
@@ -248,6 +246,8 @@ def check_target(session: boto3.Session, s3: S3Client, sqs: SQSClient, target: T
 
 
 def run(args: argparse.Namespace) -> int:
+    if not (args.stack or (args.bucket and args.queue_url and args.secret_id)):
+        raise RedriveError("give --stack, or all of --bucket, --queue-url and --secret-id")
     try:
         session = boto3.Session(region_name=region_name(args.region))
         s3 = session.client("s3", config=CLIENT_CONFIG)
