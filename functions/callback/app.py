@@ -14,8 +14,7 @@ from kitehooks.clock import utc_now
 from kitehooks.config import callback_settings
 from kitehooks.credentials import api_credentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.login import Page, state_cookie
-from kitehooks.login_state import STATE_COOKIE
+from kitehooks.login import Page, state_cookie, state_cookie_name
 from kitehooks.pages import is_https, register_error_pages, render, request_cookie
 
 logger = Logger()
@@ -44,7 +43,7 @@ def callback() -> Response[str]:
                 for key, value in (event.query_string_parameters or {}).items()
                 if isinstance(value, str)
             }
-            cookie_nonce = request_cookie(event, STATE_COOKIE)
+            cookie_nonce = request_cookie(event, state_cookie_name(secure))
             page = complete_login(settings, credentials, query, cookie_nonce, secure, utc_now(), deadline)
     except DeadlineExceeded:
         logger.error("login timed out before it could be completed")
