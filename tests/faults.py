@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from types import TracebackType
+from typing import Self
 
 
 class _Listener:
@@ -24,7 +24,7 @@ class _Listener:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
 
-    def __enter__(self) -> _Listener:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -79,12 +79,3 @@ class TricklingEndpoint(_Listener):
                 connection.sendall(bytes([byte]))
             except OSError:
                 return
-
-
-def wait_until(condition: object, timeout: float) -> None:
-    """Poll ``condition()`` until true (for servers that need a moment to see a connection)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.05)

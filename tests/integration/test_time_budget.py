@@ -77,43 +77,48 @@ def _all(mode: str, *services: str) -> dict[str, str]:
     return dict.fromkeys(services, mode)
 
 
+PARKED, QUEUED = "postback parked", "postback enqueued"
+LOST = "postback could not be stored anywhere"
+KITE_FAILED = "request_token exchange failed"
+
+
 POSTBACK_CASES = [
     Case("secrets-hang", "postback", _all("hang", "secretsmanager"), 503, "unverified",
-         "postback parked", "PostbackParkedUnverified"),
+         PARKED, "PostbackParkedUnverified"),
     Case("secrets-refuse", "postback", _all("refuse", "secretsmanager"), 503, "unverified",
-         "postback parked", "PostbackParkedUnverified"),
+         PARKED, "PostbackParkedUnverified"),
     Case("secrets-trickle", "postback", _all("trickle", "secretsmanager"), 503, "unverified",
-         "postback parked", "PostbackParkedUnverified"),
-    Case("sqs-hang", "postback", _all("hang", "sqs"), 202, "verified", "postback parked", "PostbackParked"),
-    Case("sqs-refuse", "postback", _all("refuse", "sqs"), 202, "verified", "postback parked", "PostbackParked"),
-    Case("sqs-trickle", "postback", _all("trickle", "sqs"), 202, "verified", "postback parked", "PostbackParked"),
-    Case("s3-hang", "postback", _all("hang", "s3"), 200, "queued", "postback enqueued", "PostbackEnqueued"),
-    Case("dynamodb-hang", "postback", _all("hang", "dynamodb"), 200, "queued", "postback enqueued",
+         PARKED, "PostbackParkedUnverified"),
+    Case("sqs-hang", "postback", _all("hang", "sqs"), 202, "verified", PARKED, "PostbackParked"),
+    Case("sqs-refuse", "postback", _all("refuse", "sqs"), 202, "verified", PARKED, "PostbackParked"),
+    Case("sqs-trickle", "postback", _all("trickle", "sqs"), 202, "verified", PARKED, "PostbackParked"),
+    Case("s3-hang", "postback", _all("hang", "s3"), 200, "queued", QUEUED, "PostbackEnqueued"),
+    Case("dynamodb-hang", "postback", _all("hang", "dynamodb"), 200, "queued", QUEUED,
          "PostbackEnqueued"),
     Case("secrets-s3-hang", "postback", _all("hang", "secretsmanager", "s3"), 503, "nothing",
-         "postback could not be stored anywhere", "PostbackLost"),
+         LOST, "PostbackLost"),
     Case("sqs-s3-hang", "postback", _all("hang", "sqs", "s3"), 503, "nothing",
-         "postback could not be stored anywhere", "PostbackLost"),
+         LOST, "PostbackLost"),
     Case("sqs-s3-trickle", "postback", _all("trickle", "sqs", "s3"), 503, "nothing",
-         "postback could not be stored anywhere", "PostbackLost"),
+         LOST, "PostbackLost"),
     Case("secrets-trickle-s3-hang", "postback", {"secretsmanager": "trickle", "s3": "hang"}, 503, "nothing",
-         "postback could not be stored anywhere", "PostbackLost"),
+         LOST, "PostbackLost"),
     Case("sqs-refuse-s3-trickle", "postback", {"sqs": "refuse", "s3": "trickle"}, 503, "nothing",
-         "postback could not be stored anywhere", "PostbackLost"),
+         LOST, "PostbackLost"),
     Case("all-hang", "postback", _all("hang", *ALL_AWS), 503, "nothing",
-         "postback could not be stored anywhere", "PostbackLost"),
+         LOST, "PostbackLost"),
     Case("all-refuse", "postback", _all("refuse", *ALL_AWS), 503, "nothing",
-         "postback could not be stored anywhere", "PostbackLost"),
+         LOST, "PostbackLost"),
     Case("all-trickle", "postback", _all("trickle", *ALL_AWS), 503, "nothing",
-         "postback could not be stored anywhere", "PostbackLost"),
+         LOST, "PostbackLost"),
     Case("tampered-s3-trickle", "postback", _all("trickle", "s3"), 403, "nothing",
          "rejected postback not kept", "PostbackRejected", tampered=True),
 ]  # fmt: skip
 
 CALLBACK_CASES = [
-    Case("kite-trickle", "callback", _all("trickle", "kite"), 504, "nothing", "request_token exchange failed"),
-    Case("kite-hang", "callback", _all("hang", "kite"), 504, "nothing", "request_token exchange failed"),
-    Case("kite-refuse", "callback", _all("refuse", "kite"), 502, "nothing", "request_token exchange failed"),
+    Case("kite-trickle", "callback", _all("trickle", "kite"), 504, "nothing", KITE_FAILED),
+    Case("kite-hang", "callback", _all("hang", "kite"), 504, "nothing", KITE_FAILED),
+    Case("kite-refuse", "callback", _all("refuse", "kite"), 502, "nothing", KITE_FAILED),
     Case("callback-secrets-hang", "callback", _all("hang", "secretsmanager"), 503, "nothing",
          "login timed out before it could be completed"),
     Case("callback-secrets-trickle", "callback", _all("trickle", "secretsmanager"), 503, "nothing",
@@ -199,10 +204,10 @@ def _start(
         )
 
 
-def _finish(process: subprocess.Popen[str], timeout: float) -> Answer:
+def _finish(process: subprocess.Popen[str], kill_at: float) -> Answer:
     """Wait as Lambda would: a child still running at its Timeout is killed and has no answer."""
     try:
-        output, _ = process.communicate(timeout=timeout + 5)  # + the child's own start-up
+        output, _ = process.communicate(timeout=max(kill_at - time.monotonic(), 0.1))
     except subprocess.TimeoutExpired:
         process.kill()
         output, _ = process.communicate()
@@ -274,7 +279,12 @@ def answers(moto_endpoint: str) -> Iterator[tuple[dict[str, Answer], ResourceVal
                 "UNDELIVERED_BUCKET": stack["UndeliveredPostbacksBucket"]["Ref"],
                 "API_CREDENTIALS_SECRET_ID": stack["ApiCredentialsSecret"]["Ref"],
             }
-            running: dict[str, tuple[subprocess.Popen[str], float, Answer]] = {}
+            # Children still running this long after they all started are past their Timeout
+            # (the margin is their own interpreter start-up, which Lambda does not count).
+            kill_at = (
+                time.monotonic() + max(map(function_timeout, ("PostbackFunction", "CallbackFunction"))) + 8
+            )
+            running: dict[str, tuple[subprocess.Popen[str], Answer]] = {}
             for index, case in enumerate(POSTBACK_CASES):
                 order_id = f"9100000{index:08d}"
                 secret = "not-the-api-secret" if case.tampered else TEST_API_SECRET
@@ -284,7 +294,7 @@ def answers(moto_endpoint: str) -> Iterator[tuple[dict[str, Answer], ResourceVal
                 process = _start(
                     case, event, _child_environment(moto_endpoint, faults, case, postback_variables), timeout
                 )
-                running[case.name] = (process, timeout, Answer(None, {}, "", None, "", body, order_id))
+                running[case.name] = (process, Answer(None, {}, "", None, "", body, order_id))
             for case in CALLBACK_CASES:
                 request_token = (
                     fresh_request_token(sim) if "kite" not in case.faults else secrets.token_hex(16)
@@ -301,10 +311,10 @@ def answers(moto_endpoint: str) -> Iterator[tuple[dict[str, Answer], ResourceVal
                 timeout = function_timeout("CallbackFunction")
                 environment_variables = _child_environment(moto_endpoint, faults, case, callback_variables)
                 process = _start(case, _callback_event(request_token), environment_variables, timeout)
-                running[case.name] = (process, timeout, Answer(None, {}, "", None, ""))
+                running[case.name] = (process, Answer(None, {}, "", None, ""))
             results: dict[str, Answer] = {}
-            for name, (process, timeout, sent) in running.items():
-                answer = _finish(process, timeout)
+            for name, (process, sent) in running.items():
+                answer = _finish(process, kill_at)
                 answer.sent_body, answer.order_id = sent.sent_body, sent.order_id
                 results[name] = answer
         yield results, stack
