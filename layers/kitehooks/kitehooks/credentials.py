@@ -34,7 +34,8 @@ class ApiCredentials:
     api_secret: str = field(repr=False)  # never shown by repr(), so never in a log line
 
 
-def _parse(value: Any) -> ApiCredentials:
+def parse_credentials(value: Any) -> ApiCredentials:
+    """The credentials secret's JSON value, checked: the rules every reader of the secret applies."""
     if not isinstance(value, dict):
         raise CredentialsUnavailable('credentials secret must be JSON {"api_key": ..., "api_secret": ...}')
     api_key, api_secret = value.get("api_key"), value.get("api_secret")
@@ -93,7 +94,7 @@ class CredentialsStore:
             if isinstance(cause, BotoCoreError):  # no answer (refused, timed out): not worth a re-read
                 raise CredentialsUnreachable(message) from None
             raise CredentialsUnavailable(message) from None
-        return _parse(value)
+        return parse_credentials(value)
 
     def get(self) -> ApiCredentials:
         """The cached credentials; if they are unusable (not unreachable), one rate-limited fresh read."""

@@ -42,8 +42,7 @@ from botocore.exceptions import (
 )
 
 from kitehooks import queue, undelivered
-from kitehooks.credentials import CredentialsUnavailable
-from kitehooks.credentials import _parse as parse_credentials
+from kitehooks.credentials import CredentialsUnavailable, parse_credentials
 from kitehooks.postback import PostbackRejected, parse_postback, verify_postback
 
 if TYPE_CHECKING:
