@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ def invoke(stack: ResourceValues, monkeypatch: pytest.MonkeyPatch) -> Iterator[I
     monkeypatch.setenv("MAX_POSTBACK_BYTES", "65536")
     reset_layer_caches()
     app = load_function("postback")
-    calls = iter(range(1, 1000))
+    calls = itertools.count(1)
 
     def call(
         body: bytes | None, method: str = "POST", base64_body: bool | None = None
@@ -346,3 +347,76 @@ def test_no_secret_or_checksum_reaches_logs_or_responses(
     for planted in (TEST_API_SECRET, checksum, json.loads(tampered)["checksum"]):
         assert planted not in output
     assert base64.b64encode(TEST_API_SECRET.encode()).decode() not in output
+
+
+def test_an_order_id_that_is_not_kite_shaped_is_refused_before_anything_is_stored(
+    invoke: Invoke, stack: ResourceValues, service_logs: io.StringIO
+) -> None:
+    huge = "9" * 20_000
+    for order_id in (huge, "220303000308932 OR 1=1", "ordér", "a" * 65):
+        # Signed correctly: even a genuine-looking one must not be parked for ever when SQS
+        # could never take its order_id as a MessageGroupId.
+        status, answer = invoke(postback_body(TEST_API_SECRET, order_id=order_id))
+        assert status == 400
+        assert "order_id" in answer["reason"]
+    assert queued(stack) == []
+    assert parked(stack) == {}
+    assert huge[:100] not in service_logs.getvalue()
+
+
+def test_a_kite_shaped_order_id_is_accepted(invoke: Invoke, stack: ResourceValues) -> None:
+    assert invoke(postback_body(TEST_API_SECRET, order_id="1" * 64))[0] == 200
+    assert invoke(postback_body(TEST_API_SECRET, order_id="240101-A.b:c_9"))[0] == 200
+    assert len(queued(stack)) == 2
+
+
+def test_junk_costs_at_most_16_kb_stored_and_1_kb_logged_per_request(
+    invoke: Invoke, stack: ResourceValues, capsys: pytest.CaptureFixture[str], service_logs: io.StringIO
+) -> None:
+    """1,000 unauthenticated requests of the costliest kinds: the largest body the function
+    accepts with a wrong checksum (kept under rejected/), and long junk in every logged field."""
+    limit = 16 * 1024
+    base = postback_body("not-the-api-secret", status="S" * 5000, user_id="U" * 5000)
+    padding = limit - len(base) - len(',"pad":""')
+    largest = base[:-1] + b',"pad":"' + b"x" * padding + b'"}'
+    assert len(largest) == limit
+    kinds = [
+        largest,
+        largest.replace(b"220303000308932", b"220303000308933"),
+        b'{"order_id": "' + b"1" * 15_000 + b'"}',
+        b'{"' + b"k" * 8000 + b'": 1, "' + b"k" * 8000 + b'": 2}',
+        b"\xff" * limit,
+        b"x" * (limit + 1),
+    ]
+    statuses = [invoke(kinds[index % len(kinds)])[0] for index in range(1000)]
+    assert set(statuses) <= {400, 403, 413}
+    assert 403 in statuses
+
+    s3 = boto3.client("s3")
+    bucket = stack["UndeliveredPostbacksBucket"]["Ref"]
+    versions = s3.list_object_versions(Bucket=bucket).get("Versions", [])
+    assert all(version["Key"].startswith("undelivered/rejected/") for version in versions)
+    stored_bytes = sum(version["Size"] for version in versions)
+    assert stored_bytes / 1000 <= limit
+
+    log_lines = service_logs.getvalue()
+    assert log_lines.count('"message":"postback rejected"') == 1000  # every log line is measured
+    metric_lines = capsys.readouterr().out  # the metrics, in CloudWatch's embedded format
+    logged_bytes = len((log_lines + metric_lines).encode())
+    assert logged_bytes / 1000 <= 1024, f"{logged_bytes / 1000:.0f} bytes logged per junk request"
+
+
+def test_unverifiable_postbacks_are_counted_apart_from_genuine_parked_ones(
+    invoke: Invoke, stack: ResourceValues, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The parked-postback alarm means "a real update is waiting": junk that cannot be verified
+    (placeholder credentials) counts as PostbackParkedUnverified, never as PostbackParked."""
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=stack["ApiCredentialsSecret"]["Ref"],
+        SecretString='{"api_key": "REPLACE_ME", "api_secret": "REPLACE_ME"}',
+    )
+    assert invoke(postback_body("anything"))[0] == 503
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = {m["Name"] for line in emitted for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert "PostbackParkedUnverified" in names
+    assert "PostbackParked" not in names
