@@ -68,9 +68,10 @@ class Case:
     faults: dict[str, str]  # service ("kite" or an AWS service) -> "hang" | "refuse" | "trickle"
     status: int
     stored: str  # postback: queued | verified | unverified | nothing; callback: session | nothing
-    log: str  # a log line's message, and for postbacks the metric, that the case must produce
+    log: str  # the message of a log line the case must produce ("a|b": either)
     metric: str = ""
     tampered: bool = False
+    within: float | None = None  # a tighter bound than the Timeout's, where the case has one
 
 
 def _all(mode: str, *services: str) -> dict[str, str]:
@@ -111,16 +112,18 @@ POSTBACK_CASES = [
          LOST, "PostbackLost"),
     Case("all-trickle", "postback", _all("trickle", *ALL_AWS), 503, "nothing",
          LOST, "PostbackLost"),
+    # Keeping a copy of a probably forged postback may take 5 s, not the whole invocation.
     Case("tampered-s3-trickle", "postback", _all("trickle", "s3"), 403, "nothing",
-         "rejected postback not kept", "PostbackRejected", tampered=True),
+         "rejected postback not kept", "PostbackRejected", tampered=True, within=6.0),
 ]  # fmt: skip
 
 CALLBACK_CASES = [
     Case("kite-trickle", "callback", _all("trickle", "kite"), 504, "nothing", KITE_FAILED),
     Case("kite-hang", "callback", _all("hang", "kite"), 504, "nothing", KITE_FAILED),
     Case("kite-refuse", "callback", _all("refuse", "kite"), 502, "nothing", KITE_FAILED),
+    # Two attempts of 3 s reads and a back-off end near the 7 s limit: either page is right.
     Case("callback-secrets-hang", "callback", _all("hang", "secretsmanager"), 503, "nothing",
-         "login timed out before it could be completed"),
+         "login timed out before it could be completed|login unavailable"),
     Case("callback-secrets-trickle", "callback", _all("trickle", "secretsmanager"), 503, "nothing",
          "login timed out before it could be completed"),
     Case("callback-dynamodb-hang", "callback", _all("hang", "dynamodb"), 503, "nothing",
@@ -366,7 +369,7 @@ def _must_answer_within(case: Case) -> float:
     limit = timeout - REQUIRED_MARGIN_SECONDS
     if case.function == "callback":
         limit = min(limit, API_GATEWAY_SECONDS - REQUIRED_MARGIN_SECONDS)
-    return limit
+    return min(limit, case.within or limit)
 
 
 def _describe(answer: Answer) -> str:
@@ -419,7 +422,7 @@ def test_callback_answers_with_its_own_page_before_api_gateway_gives_up(
     assert answer.headers.get("content-type", "").startswith("text/html"), _describe(answer)
     assert "<h1>" in answer.body
     messages = [line.get("message") for line in answer.log_lines]
-    assert case.log in messages, _describe(answer)
+    assert set(case.log.split("|")) & set(messages), _describe(answer)
     assert TEST_API_SECRET not in answer.output
     # Every case logs in the simulator's one user: only the cases that reach the store keep a session.
     assert stored["sessions"] == sum(other.stored == "session" for other in CALLBACK_CASES)

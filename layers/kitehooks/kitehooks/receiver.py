@@ -118,7 +118,8 @@ class PostbackReceiver:
         Secrets Manager got the new one, this is a genuine update that Kite will never resend.
         Bounded: the body is within ``MaxPostbackBytes`` and the folder expires by lifecycle rule."""
         try:
-            with deadline.limit():
+            # Capped: a copy of what is most likely junk is not worth holding the function for.
+            with deadline.limit(PARKING_RESERVE_SECONDS):
                 undelivered.park(
                     aws.s3_client(),
                     self._settings.undelivered_bucket,
