@@ -79,3 +79,45 @@ class TricklingEndpoint(_Listener):
                 connection.sendall(bytes([byte]))
             except OSError:
                 return
+
+
+class FailingEndpoint(_Listener):
+    """Answers every request at once with HTTP 500 and an AWS-style JSON error, and counts them:
+    how many attempts a client makes is then a number to assert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def _serve(self, connection: socket.socket) -> None:
+        connection.settimeout(5)
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(rest) < length:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    rest += chunk
+                buffer = rest[length:]
+                with self._lock:
+                    self.requests += 1
+                body = b'{"__type":"InternalServiceError","message":"injected fault"}'
+                connection.sendall(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+        except OSError:
+            return

@@ -24,6 +24,7 @@ from tests.conftest import (
     load_function,
     reset_layer_caches,
 )
+from tests.faults import FailingEndpoint
 
 Invoke = Callable[..., tuple[int, dict[str, Any]]]
 
@@ -420,3 +421,18 @@ def test_unverifiable_postbacks_are_counted_apart_from_genuine_parked_ones(
     names = {m["Name"] for line in emitted for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
     assert "PostbackParkedUnverified" in names
     assert "PostbackParked" not in names
+
+
+def test_a_failing_secrets_manager_is_tried_twice_in_all_and_not_read_again_at_once(
+    invoke: Invoke, stack: ResourceValues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two attempts per call (botocore's max_attempts counts retries: total_max_attempts is the
+    bound), and no forced re-read of the secret after the service failed."""
+    with FailingEndpoint() as failing:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", failing.url)
+        reset_layer_caches()
+        status, answer = invoke(postback_body(TEST_API_SECRET))
+        assert status == 503
+        assert "unverified" in answer["reason"]
+        assert failing.requests == 2
+    assert [key.split("/")[1] for key in parked(stack)] == ["unverified"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -32,6 +32,18 @@ class CredentialsUnreachable(CredentialsUnavailable):
 class ApiCredentials:
     api_key: str
     api_secret: str = field(repr=False)  # never shown by repr(), so never in a log line
+
+
+def _service_failed(error: BaseException) -> bool:
+    """No answer (refused, timed out), or Secrets Manager failing or throttling: unlike a missing
+    secret or a denied read, nothing a second read at once could fix."""
+    if isinstance(error, BotoCoreError):
+        return True
+    if isinstance(error, ClientError):
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        return status >= 500 or "Throttl" in code
+    return False
 
 
 def parse_credentials(value: Any) -> ApiCredentials:
@@ -91,7 +103,7 @@ class CredentialsStore:
             # Powertools wraps the botocore error: look through to it.
             cause = error.__cause__ or error.__context__ or error
             message = f"could not read credentials secret {self._secret_id} ({type(cause).__name__})"
-            if isinstance(cause, BotoCoreError):  # no answer (refused, timed out): not worth a re-read
+            if _service_failed(cause):  # a re-read now would only spend the time parking needs
                 raise CredentialsUnreachable(message) from None
             raise CredentialsUnavailable(message) from None
         return parse_credentials(value)
