@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "kitehooks")]
 
+from kitehooks.login import state_cookie_name  # noqa: E402
 from local.samples import LOCAL_API_SECRET, http_api_event, postback_body  # noqa: E402
 
 
@@ -38,7 +39,8 @@ def main() -> None:
             None,
             query="action=login&type=login&status=success&request_token=SampleRequestToken0123456789abcd"
             "&state=eyJuIjoic2FtcGxlIiwiZSI6MCwieCI6bnVsbH0.c2FtcGxlLXNpZ25hdHVyZQ",
-            cookies=["kitehooks_login=sample-nonce-sample-nonce-000"],
+            # The sample is served over HTTPS, as deployed: the login cookie has its __Host- name.
+            cookies=[f"{state_cookie_name(True)}=sample-nonce-sample-nonce-000"],
         ),
     )
 
