@@ -932,9 +932,18 @@ def worker_main(config_json: str) -> int:
             reply = json.dumps({"result": handler(request["event"], context)})
         except Exception as error:
             traceback.print_exc()
-            reply = json.dumps({"error": type(error).__name__})
+            reply = json.dumps({"error": type(error).__name__, **_error_detail(error)})
         send(reply)
     return 0
+
+
+def _error_detail(error: BaseException) -> dict[str, Any]:
+    """What Lambda's Invoke API answers about a handler's exception: its message and stack."""
+    try:
+        message = str(error)
+    except Exception:
+        message = ""
+    return {"message": message, "stack": traceback.format_tb(error.__traceback__)}
 
 
 class _InvocationFailed(Exception):
@@ -942,7 +951,14 @@ class _InvocationFailed(Exception):
 
 
 class _HandlerRaised(_InvocationFailed):
-    """The handler raised; its worker is fine and stays warm."""
+    """The handler raised; its worker is fine and stays warm. ``error_type``, ``error_message``
+    and ``stack_trace`` are for Lambda's Invoke API, never for an HTTP route's response."""
+
+    def __init__(self, error_type: str, error_message: str = "", stack_trace: Sequence[str] = ()) -> None:
+        super().__init__(f"the handler raised {error_type} (traceback above)")
+        self.error_type = error_type
+        self.error_message = error_message
+        self.stack_trace = list(stack_trace)
 
 
 class _WorkerLost(_InvocationFailed):
@@ -1004,7 +1020,9 @@ class _Worker:
             raise _WorkerLost(self._exit_reason()) from None
         message = self._receive(deadline, f"the handler (Timeout {self.spec.timeout:g} s)")
         if "error" in message:
-            raise _HandlerRaised(f"the handler raised {message['error']} (traceback above)")
+            raise _HandlerRaised(
+                str(message["error"]), str(message.get("message", "")), list(message.get("stack", []))
+            )
         return message.get("result")
 
     def _receive(self, deadline: float, waiting_for: str) -> dict[str, Any]:
@@ -1306,6 +1324,13 @@ class LocalGateway:
             extra_env,
             parameter_overrides=parameter_overrides,
         )
+        # Functions without a route answer Lambda's Invoke API on this port (local/lambda_api.py).
+        from local.lambda_api import unrouted_functions
+
+        unrouted, self.unavailable_functions = unrouted_functions(
+            template_path, self.functions, resources, env_overrides, extra_env, parameter_overrides
+        )
+        self.functions.update(unrouted)
         self._host = host
         self._port = port
         self._workers_per_function = workers_per_function
@@ -1369,8 +1394,19 @@ class LocalGateway:
     ) -> None:
         self.stop()
 
+    def invoke_function(self, function_id: str, event: Any) -> Any:
+        """The handler's result for ``event`` from the function's warm workers; raises as they do."""
+        pool = self._pools.get(function_id)
+        if pool is None:
+            raise _GatewayClosed
+        return pool.invoke(event)
+
     def respond(self, request: GatewayRequest) -> HttpResponse:
         """API Gateway's answer to one request: route, invoke, map the result back."""
+        from local.lambda_api import invoke_api_response, is_invoke_request
+
+        if is_invoke_request(request):
+            return invoke_api_response(self, request)
         request_id = new_request_id()
         match = match_route(self.routes, request.method, request.raw_path)
         if match is None:
@@ -1471,6 +1507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kitehooks local API on {gateway.url}", flush=True)
         for route in gateway.routes:
             print(f"  {route.route_key} -> {route.function_id}", flush=True)
+        invocable = ", ".join(gateway.functions)
+        print(f"  Lambda Invoke API (POST /2015-03-31/functions/NAME/invocations): {invocable}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -1481,4 +1519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run as local.gateway, not __main__: local.lambda_api must see the same exception classes.
+    from local.gateway import main as _main
+
+    raise SystemExit(_main())
