@@ -18,6 +18,42 @@ from local.gateway import load_template
 
 ResourceValues = dict[str, dict[str, str]]
 
+
+def follow_awscurrent_in_emulator() -> None:
+    """Make an in-process moto server serve the version AWSCURRENT is on, as AWS does.
+
+    moto 5.2's UpdateSecretVersionStage moves the AWSCURRENT label but GetSecretValue keeps
+    answering the version it last made current itself, so a session written by compare-and-swap
+    (``kitehooks.sessions.SessionStore.replace``) would not be read back, and the next plain put
+    would leave AWSCURRENT on two versions. The refusal when AWSCURRENT has moved (the part the
+    compare-and-swap relies on) is moto's own and is not touched. Idempotent.
+    """
+    from moto.secretsmanager.models import FakeSecret, SecretsManagerBackend
+
+    original = SecretsManagerBackend.update_secret_version_stage
+    if getattr(original, "follows_awscurrent", False):
+        return
+
+    def update_secret_version_stage(
+        self: SecretsManagerBackend,
+        secret_id: str,
+        version_stage: str,
+        remove_from_version_id: str,
+        move_to_version_id: str,
+    ) -> tuple[str, str]:
+        answer = original(self, secret_id, version_stage, remove_from_version_id, move_to_version_id)
+        secret = self.secrets[secret_id]  # by name or ARN, as moto's own call looked it up
+        if version_stage == "AWSCURRENT" and move_to_version_id and isinstance(secret, FakeSecret):
+            secret.set_default_version_id(move_to_version_id)
+        return answer
+
+    update_secret_version_stage.follows_awscurrent = True  # type: ignore[attr-defined]
+    SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage  # type: ignore[method-assign]
+
+
+# The tests and benchmarks run moto in this process (ThreadedMotoServer) and import this module.
+follow_awscurrent_in_emulator()
+
 # CloudFormation property -> SQS attribute; values are sent as strings.
 _QUEUE_ATTRIBUTES = {
     "FifoQueue": "FifoQueue",

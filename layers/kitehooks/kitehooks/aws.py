@@ -48,3 +48,15 @@ def secretsmanager_client() -> SecretsManagerClient:
 @cache
 def dynamodb_client() -> DynamoDBClient:
     return boto3.client("dynamodb", config=AWS_CLIENT_CONFIG)
+
+
+if TYPE_CHECKING:
+    # No stubs for EventBridge here: typed by the one call kitehooks makes.
+    from kitehooks.session_events import EventBridgePutEvents
+
+
+@cache
+def events_client() -> EventBridgePutEvents:
+    # Made on first use: only the functions that announce session events load the model.
+    client: EventBridgePutEvents = boto3.client("events", config=AWS_CLIENT_CONFIG)
+    return client

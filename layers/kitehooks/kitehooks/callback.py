@@ -18,6 +18,7 @@ from kitehooks.config import CallbackSettings
 from kitehooks.credentials import ApiCredentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.login import Page, state_cookie
+from kitehooks.session_events import SessionEvents, session_started
 from kitehooks.sessions import IST, SessionStore, SessionStoreError, new_session
 
 logger = Logger(child=True)
@@ -128,6 +129,9 @@ def complete_login(
         )
 
     logger.info("session stored", extra={"kite_user_id": grant.user_id, "expires_at": session.expires_at})
+    # After the write, within what is left of the deadline; a failure is logged and counted but
+    # never fails the login: the session is stored, and the event only announces it.
+    SessionEvents(aws.events_client(), deadline).send(session_started(session, now))
     if checked.next_path:
         return Page(303, "Logged in", "Continue.", location=checked.next_path, cookies=clear_cookie)
     expires = datetime.fromisoformat(session.expires_at).astimezone(IST)

@@ -144,6 +144,36 @@ class KiteClient:
     def invalidate_access_token(self, access_token: str) -> None:
         self._call("DELETE", "/session/token", query={"api_key": self._api_key, "access_token": access_token})
 
+    def invalidate_refresh_token(self, refresh_token: str) -> None:
+        """Revoke a refresh token (approved platforms): it can renew no session after this."""
+        self._call(
+            "DELETE", "/session/token", query={"api_key": self._api_key, "refresh_token": refresh_token}
+        )
+
+    def profile(self, access_token: str) -> dict[str, Any]:
+        """``GET /user/profile``: Kite's cheapest call that proves an access token is alive.
+
+        A dead token (expired, logged out, replaced by a login elsewhere) raises KiteTokenError.
+        """
+        call = "GET /user/profile"
+        headers = {**KITE_VERSION_HEADER, "Authorization": f"token {self._api_key}:{access_token}"}
+        try:
+            with self._time_limit():
+                response = self._http.request(
+                    "GET", self._api_root + "/user/profile", headers=headers, timeout=self._timeout
+                )
+        except (requests.Timeout, DeadlineExceeded):
+            raise KiteTimeout(f"Kite did not answer {call} in time") from None
+        except requests.RequestException as error:
+            # Only the exception's kind: its text could carry request details.
+            raise KiteUnavailable(f"could not reach Kite for {call} ({type(error).__name__})") from None
+        data = _envelope_data(response, call)
+        if not isinstance(data, dict):
+            raise KiteBadResponse(
+                "Kite's profile answer has no data object", http_status=response.status_code
+            )
+        return data
+
     def _call(
         self,
         method: str,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
@@ -74,23 +76,123 @@ class SessionNotFound(SessionStoreError):
     """No session secret exists for that user."""
 
 
+class SessionChanged(SessionStoreError):
+    """The session's current version is no longer the one read: a newer write (a login) won."""
+
+    def __init__(self, message: str, attempted_version_id: str) -> None:
+        super().__init__(message)
+        self.attempted_version_id = attempted_version_id
+
+
+# The label a compare-and-swap puts its new version under before moving AWSCURRENT to it. Not
+# AWSCURRENT, so until the move succeeds no reader sees the new version.
+PENDING_STAGE = "kitehooks-pending"
+# A compare-and-swap that keeps losing (the session changing between read and write) gives up
+# after this many rounds; each round re-reads and decides again on the newer version.
+UPDATE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session as read, with the Secrets Manager version it was read from."""
+
+    session: KiteSession
+    version_id: str
+
+
 class SessionStore:
     def __init__(self, secrets: SecretsManagerClient, prefix: str) -> None:
         self._secrets = secrets
         self._prefix = prefix
 
     def get(self, user_id: str) -> KiteSession:
+        return self.read(user_id).session
+
+    def read(self, user_id: str) -> StoredSession:
+        """The current (AWSCURRENT) session and its version, for a later :meth:`replace`."""
         name = secret_name(self._prefix, user_id)
         try:
-            value = self._secrets.get_secret_value(SecretId=name)["SecretString"]
+            answer = self._secrets.get_secret_value(SecretId=name)
         except self._secrets.exceptions.ResourceNotFoundException:
             raise SessionNotFound(f"no session stored for {user_id}") from None
         except (BotoCoreError, ClientError) as error:
             raise SessionStoreError(f"could not read the session of {user_id} ({_code(error)})") from None
         try:
-            return KiteSession(**json.loads(value))
-        except (ValueError, TypeError):
+            session = KiteSession(**json.loads(answer["SecretString"]))
+        except (ValueError, TypeError, KeyError):
             raise SessionStoreError(f"the session secret of {user_id} is not a kitehooks session") from None
+        return StoredSession(session, answer["VersionId"])
+
+    def replace(self, read: StoredSession, session: KiteSession) -> None:
+        """Store ``session`` only if the current version is still the one ``read`` came from.
+
+        The new version is put under a label of its own, then AWSCURRENT is moved to it with
+        ``RemoveFromVersionId`` = the version read: Secrets Manager refuses the move when
+        AWSCURRENT is no longer on that version (a login stored a newer one meanwhile), and the
+        newer version stays current. Raises SessionChanged then.
+        """
+        if session.user_id != read.session.user_id:
+            raise SessionStoreError("a session can only replace the same user's session")
+        name = secret_name(self._prefix, session.user_id)
+        version_id = str(uuid.uuid4())
+        try:
+            self._secrets.put_secret_value(
+                SecretId=name,
+                SecretString=_serialised(session),
+                ClientRequestToken=version_id,
+                VersionStages=[PENDING_STAGE],
+            )
+        except (BotoCoreError, ClientError) as error:
+            raise SessionStoreError(
+                f"could not store the session of {session.user_id} ({_code(error)})"
+            ) from None
+        try:
+            self._secrets.update_secret_version_stage(
+                SecretId=name,
+                VersionStage="AWSCURRENT",
+                MoveToVersionId=version_id,
+                RemoveFromVersionId=read.version_id,
+            )
+        except ClientError as error:
+            if _code(error) == "InvalidParameterException":
+                # "AWSCURRENT not found in version <read>": it moved. Our version stays unlabelled
+                # but for the pending label, which the next compare-and-swap moves on.
+                raise SessionChanged(
+                    f"the session of {session.user_id} changed since it was read", version_id
+                ) from None
+            raise SessionStoreError(
+                f"could not store the session of {session.user_id} ({_code(error)})"
+            ) from None
+        except BotoCoreError as error:
+            raise SessionStoreError(
+                f"could not store the session of {session.user_id} ({_code(error)})"
+            ) from None
+
+    def update(
+        self, user_id: str, change: Callable[[KiteSession], KiteSession | None]
+    ) -> tuple[KiteSession, KiteSession | None]:
+        """Read-modify-write as a compare-and-swap: ``(session read, session written or None)``.
+
+        ``change`` decides on the version read and returns the new session, or None to leave it
+        as it is. When another write lands between the read and ours, ours is refused and
+        ``change`` decides again on the newer version, so it never overwrites what it has not seen.
+        """
+        attempted: tuple[str, KiteSession, KiteSession] | None = None
+        for _ in range(UPDATE_ATTEMPTS):
+            read = self.read(user_id)
+            if attempted is not None and read.version_id == attempted[0]:
+                # Our move did land (its answer was lost and botocore's retry was refused).
+                return attempted[1], attempted[2]
+            fresh = change(read.session)
+            if fresh is None:
+                return read.session, None
+            try:
+                self.replace(read, fresh)
+            except SessionChanged as lost:
+                attempted = (lost.attempted_version_id, read.session, fresh)
+                continue
+            return read.session, fresh
+        raise SessionStoreError(f"the session of {user_id} kept changing; it was not updated")
 
     def user_ids(self) -> list[str]:
         """Every user with a session secret under the prefix."""
@@ -113,7 +215,7 @@ class SessionStore:
     def put(self, session: KiteSession) -> str:
         """Store the session as the user's secret (created on first login); return its name."""
         name = secret_name(self._prefix, session.user_id)
-        value = json.dumps(asdict(session), separators=(",", ":"))
+        value = _serialised(session)
         try:
             try:
                 self._secrets.put_secret_value(SecretId=name, SecretString=value)
@@ -132,6 +234,10 @@ class SessionStore:
                 f"could not store the session of {session.user_id} ({_code(error)})"
             ) from None
         return name
+
+
+def _serialised(session: KiteSession) -> str:
+    return json.dumps(asdict(session), separators=(",", ":"))
 
 
 def _code(error: Exception) -> str:
