@@ -7,9 +7,13 @@ dev stack. It speaks Kite Connect v3 for:
 - ``POST /session/token`` (exchange), ``DELETE /session/token`` (logout, refresh token revocation),
 - ``POST /session/refresh_token`` (renew), ``GET /user/profile``.
 
-Test controls (delay, HTML error pages, login outcome) are methods on :class:`KiteSimulator`
-and, for a simulator in another process, ``POST /__sim/control`` with a JSON body such as
-``{"delay_seconds": 2.5, "html_errors": true, "login_status": "cancelled"}`` (any subset).
+Test controls (delay, HTML error pages, login outcome, approved platform) are methods on
+:class:`KiteSimulator` and, for a simulator in another process, ``POST /__sim/control`` with a JSON
+body such as ``{"delay_seconds": 2.5, "html_errors": true, "login_status": "cancelled",
+"approved_platform": true}`` (any subset). Refresh tokens are issued only to an approved platform,
+as Kite does; off by default, as most apps are. ``POST /__sim/kill`` with ``{"access_token": ...}``
+(or ``{}`` for every live one) ends access tokens the way a login elsewhere does: the next call
+with one gets Kite's TokenException (403).
 ``GET /__sim/state`` returns the controls, counts and issued tokens; never the api_secret.
 
 Run it standalone with ``python -m local.kite_simulator --port 5100``; it reads
@@ -158,7 +162,7 @@ class KiteSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         request_token_ttl: float = 120.0,
-        issue_refresh_tokens: bool = True,
+        approved_platform: bool = True,
         log_requests: bool = False,
     ) -> None:
         if not api_key or not api_secret:
@@ -171,7 +175,7 @@ class KiteSimulator:
         self.host = host
         self.port = port
         self.request_token_ttl = request_token_ttl
-        self.issue_refresh_tokens = issue_refresh_tokens
+        self._approved_platform = approved_platform
         self.log_requests = log_requests
 
         self._lock = threading.Lock()
@@ -266,6 +270,23 @@ class KiteSimulator:
         with self._lock:
             self._html_errors = bool(enabled)
 
+    def set_approved_platform(self, approved: bool) -> None:
+        """Issue refresh tokens on login (Kite does so for approved platforms only)."""
+        with self._lock:
+            self._approved_platform = bool(approved)
+
+    @property
+    def approved_platform(self) -> bool:
+        with self._lock:
+            return self._approved_platform
+
+    def kill_access_tokens(self, access_token: str | None = None) -> int:
+        """End this access token (every live one when None) as a login elsewhere would: calls
+        with it get TokenException (403). Refresh tokens stay valid. Returns how many ended."""
+        with self._lock:
+            doomed = list(self._sessions_by_access) if access_token is None else [access_token]
+            return sum(1 for token in doomed if self._sessions_by_access.pop(token, None) is not None)
+
     def set_login_outcome(self, status: str) -> None:
         """``"success"`` issues request tokens; anything else (e.g. ``"cancelled"``) redirects without one."""
         if not status:
@@ -320,7 +341,6 @@ class KiteSimulator:
                 "user_name": self.user_name,
                 "redirect_url": self.redirect_url,
                 "request_token_ttl": self.request_token_ttl,
-                "issue_refresh_tokens": self.issue_refresh_tokens,
                 "controls": self._controls_locked(),
                 "counts": {
                     "issued_request_tokens": len(self._issued_request_tokens),
@@ -344,16 +364,18 @@ class KiteSimulator:
             "delay_seconds": self._delay,
             "html_errors": self._html_errors,
             "login_status": self._login_status,
+            "approved_platform": self._approved_platform,
         }
 
     def apply_controls(self, controls: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a ``/__sim/control`` body (any subset of the keys); returns the resulting controls."""
-        unknown = set(controls) - {"delay_seconds", "html_errors", "login_status"}
+        unknown = set(controls) - {"delay_seconds", "html_errors", "login_status", "approved_platform"}
         if unknown:
             raise ValueError(f"unknown control(s): {', '.join(sorted(unknown))}")
         delay = controls.get("delay_seconds")
         html_errors = controls.get("html_errors")
         login_status = controls.get("login_status")
+        approved_platform = controls.get("approved_platform")
         # Validate everything before changing anything, so a bad body changes nothing.
         if "delay_seconds" in controls and (
             isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0
@@ -363,6 +385,8 @@ class KiteSimulator:
             raise ValueError("html_errors must be true or false")
         if "login_status" in controls and (not isinstance(login_status, str) or not login_status):
             raise ValueError("login_status must be a non-empty string")
+        if "approved_platform" in controls and not isinstance(approved_platform, bool):
+            raise ValueError("approved_platform must be true or false")
         with self._lock:
             if isinstance(delay, int | float):
                 self._delay = float(delay)
@@ -370,6 +394,8 @@ class KiteSimulator:
                 self._html_errors = html_errors
             if isinstance(login_status, str):
                 self._login_status = login_status
+            if isinstance(approved_platform, bool):
+                self._approved_platform = approved_platform
             return self._controls_locked()
 
     # -- protocol -----------------------------------------------------------------------------
@@ -441,7 +467,7 @@ class KiteSimulator:
             session = _Session(
                 access_token=_new_token(),
                 public_token=_new_token(),
-                refresh_token=_new_token() if self.issue_refresh_tokens else "",
+                refresh_token=_new_token() if self._approved_platform else "",
                 login_time=_ist_now(),
             )
             self._sessions_by_access[session.access_token] = session
@@ -533,7 +559,7 @@ _API_ROUTES = {
 _API_PATHS = {path for _, path in _API_ROUTES}
 
 
-_KNOWN_PATHS = _API_PATHS | {"/connect/login", "/__sim/control", "/__sim/state"}
+_KNOWN_PATHS = _API_PATHS | {"/connect/login", "/__sim/control", "/__sim/state", "/__sim/kill"}
 
 
 def _loggable_path(path: str) -> str:
@@ -687,6 +713,16 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _KiteError("InputException", f"Invalid control body: {exc}") from exc
             self._send_success(applied)
             return
+        if path == "/__sim/kill" and self.command == "POST":
+            try:
+                body = json.loads(self._read_body() or b"{}")
+            except ValueError as exc:
+                raise _KiteError("InputException", f"Invalid kill body: {exc}") from exc
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(body, dict) or not (token is None or (isinstance(token, str) and token)):
+                raise _KiteError("InputException", 'Invalid kill body: {"access_token": "..."} or {}')
+            self._send_success({"killed": self.simulator.kill_access_tokens(token)})
+            return
         raise _KiteError("GeneralException", "Route not found.", HTTPStatus.NOT_FOUND)
 
     def _handle_api(self, path: str, query: dict[str, str]) -> None:
@@ -744,9 +780,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="request token lifetime in seconds (default 120)",
     )
     parser.add_argument(
-        "--no-refresh-tokens",
+        "--approved-platform",
         action="store_true",
-        help="issue empty refresh tokens, like most apps get",
+        help="issue refresh tokens, as Kite does for approved platforms only (default: off, like most apps)",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
     return parser.parse_args(argv)
@@ -765,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         request_token_ttl=args.request_token_ttl,
-        issue_refresh_tokens=not args.no_refresh_tokens,
+        approved_platform=args.approved_platform,
         log_requests=not args.quiet,
     )
     try:

@@ -68,7 +68,8 @@ def _simulator(**overrides: Any) -> KiteSimulator:
 
 @pytest.fixture
 def sim() -> Iterator[KiteSimulator]:
-    with _simulator() as simulator:
+    # An approved platform: Kite issues refresh tokens, so renewal and revocation can be tested.
+    with _simulator(approved_platform=True) as simulator:
         yield simulator
 
 
@@ -239,7 +240,7 @@ def test_invalidate_refresh_token_stops_renewals(sim: KiteSimulator, kite: KiteC
 
 
 def test_no_refresh_token_when_the_app_is_not_allowed_one() -> None:
-    with _simulator(issue_refresh_tokens=False) as sim:
+    with _simulator(approved_platform=False) as sim:
         kite = KiteConnect(api_key=API_KEY, root=sim.url, timeout=TIMEOUT)
         session = _session(sim, kite)
         assert session["refresh_token"] == ""
@@ -378,7 +379,12 @@ def test_delay_mode_makes_kite_slow(sim: KiteSimulator) -> None:
 
 
 def test_control_over_http(sim: KiteSimulator) -> None:
-    controls = {"delay_seconds": 0.05, "html_errors": True, "login_status": "cancelled"}
+    controls = {
+        "delay_seconds": 0.05,
+        "html_errors": True,
+        "login_status": "cancelled",
+        "approved_platform": False,
+    }
     response = requests.post(f"{sim.url}/__sim/control", json=controls, timeout=TIMEOUT)
     assert response.status_code == 200
     assert response.json() == {"status": "success", "data": controls}
@@ -391,7 +397,12 @@ def test_control_over_http(sim: KiteSimulator) -> None:
     assert response.json()["data"] == {**controls, "html_errors": False}
 
     # A bad body is refused and changes nothing.
-    for bad in ({"delay_seconds": -1, "login_status": "success"}, {"delay": 1}, [1]):
+    for bad in (
+        {"delay_seconds": -1, "login_status": "success"},
+        {"delay": 1},
+        [1],
+        {"approved_platform": "yes", "html_errors": True},
+    ):
         refused = requests.post(f"{sim.url}/__sim/control", json=bad, timeout=TIMEOUT)
         assert refused.status_code == 400
         assert refused.json()["error_type"] == "InputException"
@@ -501,4 +512,77 @@ def test_state_is_valid_json_with_the_public_settings(sim: KiteSimulator) -> Non
     assert state["api_key"] == API_KEY
     assert state["redirect_url"] == REDIRECT_URL
     assert state["user_id"] == "AB1234"
-    assert state["controls"] == {"delay_seconds": 0.0, "html_errors": False, "login_status": "success"}
+    assert state["controls"] == {
+        "delay_seconds": 0.0,
+        "html_errors": False,
+        "login_status": "success",
+        "approved_platform": True,  # as this file's fixture makes it
+    }
+
+
+# -- approved platform and killed tokens ---------------------------------------------------------
+
+
+def test_refresh_tokens_follow_the_approved_platform_switch(sim: KiteSimulator, kite: KiteConnect) -> None:
+    assert _session(sim, kite)["refresh_token"]
+    answer = requests.post(f"{sim.url}/__sim/control", json={"approved_platform": False}, timeout=TIMEOUT)
+    assert answer.json()["data"]["approved_platform"] is False
+    assert sim.approved_platform is False
+    assert _session(sim, kite)["refresh_token"] == ""
+    sim.set_approved_platform(True)
+    assert _session(sim, kite)["refresh_token"]
+
+
+def test_the_cli_issues_refresh_tokens_only_with_approved_platform() -> None:
+    from local.kite_simulator import _parse_args
+
+    assert _parse_args([]).approved_platform is False
+    assert _parse_args(["--approved-platform"]).approved_platform is True
+
+
+def test_a_killed_access_token_gets_token_exception_403_and_others_live_on(
+    sim: KiteSimulator, kite: KiteConnect
+) -> None:
+    first = _session(sim, kite)
+    second = _session(sim, kite)
+    assert sim.kill_access_tokens(first["access_token"]) == 1
+    dead = KiteConnect(api_key=API_KEY, root=sim.url, timeout=TIMEOUT)
+    dead.set_access_token(first["access_token"])
+    with pytest.raises(TokenException) as excinfo:
+        dead.profile()
+    assert excinfo.value.code == 403
+    kite.set_access_token(second["access_token"])
+    assert kite.profile()["user_id"] == "AB1234"
+    # A login elsewhere ends the access token only: the refresh token can still renew.
+    renewed = kite.renew_access_token(first["refresh_token"], API_SECRET)
+    assert renewed["access_token"] in sim.active_access_tokens()
+    assert sim.kill_access_tokens(first["access_token"]) == 0  # already dead
+
+
+def test_kill_over_http_one_token_or_every_live_one(sim: KiteSimulator, kite: KiteConnect) -> None:
+    first = _session(sim, kite)
+    second = _session(sim, kite)
+    one = requests.post(
+        f"{sim.url}/__sim/kill", json={"access_token": first["access_token"]}, timeout=TIMEOUT
+    )
+    assert one.json() == {"status": "success", "data": {"killed": 1}}
+    assert sim.active_access_tokens() == [second["access_token"]]
+    every = requests.post(f"{sim.url}/__sim/kill", json={}, timeout=TIMEOUT)
+    assert every.json()["data"] == {"killed": 1}
+    assert sim.active_access_tokens() == []
+    for bad in ([1], {"access_token": 5}, {"access_token": ""}):
+        refused = requests.post(f"{sim.url}/__sim/kill", json=bad, timeout=TIMEOUT)
+        assert refused.status_code == 400
+        assert refused.json()["error_type"] == "InputException"
+
+
+def test_official_client_logs_out_both_tokens(sim: KiteSimulator, kite: KiteConnect) -> None:
+    session = _session(sim, kite)
+    assert kite.invalidate_refresh_token(session["refresh_token"]) is True
+    assert kite.invalidate_access_token() is True
+    assert (sim.active_access_tokens(), sim.active_refresh_tokens()) == ([], [])
+    deletes = [(r.method, r.path, sorted(r.query)) for r in sim.api_requests()[-2:]]
+    assert deletes == [
+        ("DELETE", "/session/token", ["api_key", "refresh_token"]),
+        ("DELETE", "/session/token", ["access_token", "api_key"]),
+    ]
