@@ -143,6 +143,11 @@ def referenced(value: Any) -> set[str]:
     return names
 
 
+def depends_on(resource: dict[str, Any]) -> list[str]:
+    names = resource.get("DependsOn", [])
+    return [names] if isinstance(names, str) else [str(name) for name in names]
+
+
 def network(deployment: Deployment) -> dict[str, dict[str, Any]]:
     return {lid: r for lid, r in deployment.resources.items() if r["Type"].startswith("AWS::EC2::")}
 
@@ -237,7 +242,8 @@ def test_every_reference_names_something_deployed(mode: str) -> None:
     known |= {"AWS::AccountId", "AWS::Partition", "AWS::URLSuffix", "AWS::NoValue"}
     egress = {lid: r for lid, r in deployment.resources.items() if lid in network(deployment)}
     egress_outputs = {name: deployment.outputs[name] for name in OUTPUTS if name in deployment.outputs}
-    assert (referenced(egress) | referenced(egress_outputs)) - known == set()
+    waits_for = {name for resource in egress.values() for name in depends_on(resource)}
+    assert (referenced(egress) | referenced(egress_outputs) | waits_for) - known == set()
 
 
 # --- The network's shape ------------------------------------------------------------------------
@@ -379,31 +385,33 @@ def _broken(edit: str, mode: str) -> Deployment:
     return Deployment(mode, template)
 
 
+BROKEN_NETWORKS = [
+    (
+        "private route to the internet gateway",
+        "single-az",
+        test_private_subnets_leave_only_through_their_zones_nat_gateway,
+    ),
+    (
+        "public IPs in a private subnet",
+        "single-az",
+        test_subnets_are_private_for_functions_and_public_only_for_nat_gateways,
+    ),
+    (
+        "second zone routed through the first zone's NAT gateway",
+        "two-az",
+        test_private_subnets_leave_only_through_their_zones_nat_gateway,
+    ),
+    (
+        "first zone routed through the second zone's NAT gateway",
+        "single-az",
+        test_every_reference_names_something_deployed,
+    ),
+    ("an ingress rule", "two-az", test_functions_security_group_allows_https_out_and_nothing_in),
+]
+
+
 @pytest.mark.parametrize(
-    ("edit", "mode", "check"),
-    [
-        (
-            "private route to the internet gateway",
-            "single-az",
-            test_private_subnets_leave_only_through_their_zones_nat_gateway,
-        ),
-        (
-            "public IPs in a private subnet",
-            "single-az",
-            test_subnets_are_private_for_functions_and_public_only_for_nat_gateways,
-        ),
-        (
-            "second zone routed through the first zone's NAT gateway",
-            "two-az",
-            test_private_subnets_leave_only_through_their_zones_nat_gateway,
-        ),
-        ("an ingress rule", "two-az", test_functions_security_group_allows_https_out_and_nothing_in),
-        (
-            "first zone routed through the second zone's NAT gateway",
-            "single-az",
-            test_every_reference_names_something_deployed,
-        ),
-    ],
+    ("edit", "mode", "check"), [pytest.param(*case, id=case[0]) for case in BROKEN_NETWORKS]
 )
 def test_the_network_checks_fail_on_a_broken_network(
     edit: str, mode: str, check: Any, monkeypatch: pytest.MonkeyPatch
