@@ -18,6 +18,7 @@ EVENT       ?= events/postback.json
 LOCAL_URL   ?= http://127.0.0.1:3000
 
 .PHONY: help venv test lint typecheck template unit integration e2e build deploy invoke start-api bench dev postback queue sessions redrive clean
+.PHONY: logout session-status expire
 
 help: ## list the commands
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -95,3 +96,17 @@ queue: $(STAMP) ## show the local order-update queue
 
 sessions: $(STAMP) ## show the local stack's stored sessions, without their tokens
 	$(RUN) -m local.tools sessions
+
+# SessionFunction of the local stack, through Lambda's Invoke API on the local API's port: the same
+# function code as deployed. USER counts only when given on the command line (the shell's $USER is
+# the login name); without it, KITE_SIM_USER_ID or AB1234, the simulator's user.
+SESSION_USER := $(if $(filter command line,$(origin USER)),$(USER),$(or $(KITE_SIM_USER_ID),AB1234))
+
+logout: $(STAMP) ## end a local session at the Kite simulator and mark it revoked (USER=AB1234)
+	@$(RUN) -m local.tools logout --user '$(SESSION_USER)'
+
+session-status: $(STAMP) ## a local session's status, expires_at and login_time (USER=AB1234)
+	@$(RUN) -m local.tools session-status --user '$(SESSION_USER)'
+
+expire: $(STAMP) ## mark the local sessions past 06:00 IST expired, as the daily schedule does
+	@$(RUN) -m local.tools expire

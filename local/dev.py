@@ -236,6 +236,7 @@ kitehooks is running locally.
     log in                      {self.api_url}/login
     Kite redirect URL           {self.api_url}/callback
     Kite postback URL           {self.api_url}/postback
+    Lambda Invoke API           {self.api_url}/2015-03-31/functions/SessionFunction/invocations
   AWS emulator (moto server)    {self.aws_url}
   Kite simulator                {self.kite_url}   (api_key {self.api_key}, user {self.user_id})
 
@@ -244,6 +245,12 @@ Next:
   2. make sessions     # the stored session, without its tokens
   3. make postback     # a signed sample postback, as Kite would send it
   4. make queue        # the order update waiting in the FIFO queue
+  5. make session-status USER={self.user_id}; make logout USER={self.user_id}; make expire
+
+Your own code (kitehooks.client) against this stack:
+  export KITEHOOKS_SESSION_PREFIX={self.session_prefix} KITEHOOKS_SESSION_FUNCTION=SessionFunction
+  export AWS_ENDPOINT_URL={self.aws_url} AWS_ENDPOINT_URL_LAMBDA={self.api_url} KITE_API_ROOT={self.kite_url}
+  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION={REGION}
 
 Ctrl-C stops everything.
 """

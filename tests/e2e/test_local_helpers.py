@@ -1,0 +1,181 @@
+"""`make session-status`, `make logout` and `make expire` against the local stack (`make dev`'s code
+on free ports): SessionFunction's own code, reached through Lambda's Invoke API on the local API's
+port, as a person runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from kitehooks.sessions import KiteSession, SessionStore
+from local.dev import DevPorts, DevStack
+from tests.conftest import closed_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[DevStack]:
+    with DevStack(ports=DevPorts(api=0, aws=0, kite=0)) as running:
+        yield running
+
+
+def secrets(stack: DevStack) -> Any:
+    make_client: Any = boto3.client
+    return make_client(
+        "secretsmanager",
+        endpoint_url=stack.aws_url,
+        region_name="ap-south-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
+def stored(stack: DevStack, user_id: str) -> dict[str, Any]:
+    value = secrets(stack).get_secret_value(SecretId=f"{stack.session_prefix}/{user_id}")["SecretString"]
+    session: dict[str, Any] = json.loads(value)
+    return session
+
+
+def log_in(stack: DevStack) -> str:
+    """Log in through the local API and the simulator as a browser does; the stored access token."""
+    page = requests.Session().get(f"{stack.api_url}/login", timeout=TIMEOUT)
+    assert page.status_code == 200, page.text
+    token: str = stored(stack, stack.user_id)["access_token"]
+    assert token in stack.simulator.active_access_tokens()
+    return token
+
+
+def make(stack_url: str, *arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        # -o: the venv is there already; do not let make reinstall it.
+        ["make", "--no-print-directory", "-o", ".venv/.installed", *arguments],
+        cwd=ROOT,
+        env={**os.environ, "KITEHOOKS_API_URL": stack_url, **env},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def tool(stack_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "local.tools", "--api-url", stack_url, *arguments],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'layers' / 'kitehooks'}:{ROOT}"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def answer(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert "Traceback" not in result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def test_status_then_logout_then_status(stack: DevStack) -> None:
+    token = log_in(stack)
+    # The shell's USER is the login name, not a Kite user: only USER= on make's command line counts.
+    status = make(stack.api_url, "session-status", USER="not-a-kite-user")
+    assert status.returncode == 0, status.stderr
+    assert answer(status) == {
+        "ok": True,
+        "detail": {
+            "user_id": "AB1234",
+            "status": "active",
+            "expires_at": stored(stack, "AB1234")["expires_at"],
+            "login_time": stored(stack, "AB1234")["login_time"],
+        },
+    }
+
+    logout = make(stack.api_url, "logout", "USER=AB1234")
+    assert logout.returncode == 0, logout.stderr
+    assert answer(logout)["ok"] is True
+    assert answer(logout)["detail"]["status"] == "revoked"
+    assert token not in stack.simulator.active_access_tokens()  # ended at Kite, not only marked
+    for result in (status, logout):
+        assert token not in result.stdout + result.stderr
+
+
+# SessionFunction writes by compare-and-swap (a new version, then AWSCURRENT moved to it). The
+# moto_server process `make dev` starts keeps answering GetSecretValue with the version it last made
+# current itself (local.provision.follow_awscurrent_in_emulator patches that in-process only), so
+# the local stack reads back the session as it was before logout or expire.
+EMULATOR_MISSES_AWSCURRENT_MOVES = pytest.mark.xfail(
+    strict=True,
+    reason="make dev's moto_server process lacks local.provision.follow_awscurrent_in_emulator",
+)
+
+
+@EMULATOR_MISSES_AWSCURRENT_MOVES
+def test_a_logout_is_read_back_as_revoked(stack: DevStack) -> None:
+    log_in(stack)
+    assert make(stack.api_url, "logout", "USER=AB1234").returncode == 0
+    assert stored(stack, "AB1234")["status"] == "revoked"
+    again = make(stack.api_url, "session-status", "USER=AB1234")
+    assert answer(again)["detail"]["status"] == "revoked"
+
+
+def overdue_session(stack: DevStack, user_id: str) -> KiteSession:
+    log_in(stack)
+    overdue = KiteSession(**stored(stack, stack.user_id))
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    overdue = replace(overdue, user_id=user_id, expires_at=past)
+    SessionStore(secrets(stack), stack.session_prefix).put(overdue)
+    return overdue
+
+
+def test_expire_runs_the_daily_expiry(stack: DevStack) -> None:
+    overdue = overdue_session(stack, "CD5678")
+    result = make(stack.api_url, "expire")
+    assert result.returncode == 0, result.stderr
+    assert answer(result)["ok"] is True
+    assert "CD5678" in json.dumps(answer(result)["detail"])
+    assert "AB1234" not in json.dumps(answer(result)["detail"])  # not due: left alone
+    assert overdue.access_token not in result.stdout
+
+
+@EMULATOR_MISSES_AWSCURRENT_MOVES
+def test_an_expired_session_is_read_back_as_expired(stack: DevStack) -> None:
+    overdue_session(stack, "EF9012")
+    assert make(stack.api_url, "expire").returncode == 0
+    assert stored(stack, "EF9012")["status"] == "expired"
+
+
+def test_a_refusal_prints_the_functions_answer_and_fails(stack: DevStack) -> None:
+    result = tool(stack.api_url, "logout", "--user", "ZZ9999")
+    assert result.returncode == 1
+    assert answer(result)["ok"] is False
+    assert "ZZ9999" in answer(result)["detail"]["error"]
+
+
+def test_without_the_local_stack_one_clear_line() -> None:
+    nobody = f"http://127.0.0.1:{closed_port()}"
+    result = tool(nobody, "session-status", "--user", "AB1234")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: cannot reach the local stack at {nobody}; is `make dev` running?"
+    ]
+    # Through make, that line comes first; make adds only its own "make: ***" line.
+    through_make = make(nobody, "logout", "USER=AB1234")
+    assert through_make.returncode != 0
+    first, *rest = through_make.stderr.splitlines()
+    assert first == f"error: cannot reach the local stack at {nobody}; is `make dev` running?"
+    assert all(line.startswith("make: ***") for line in rest)
