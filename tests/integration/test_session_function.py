@@ -35,6 +35,7 @@ Invoke = Callable[[Any], dict[str, Any]]
 @pytest.fixture
 def prefix(stack: ResourceValues, sim: KiteSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     prefix = f"kitehooks-test-{uuid.uuid4().hex[:8]}/sessions"
+    sim.set_approved_platform(True)  # refresh tokens, for renew and their revocation
     monkeypatch.setenv("API_CREDENTIALS_SECRET_ID", stack["ApiCredentialsSecret"]["Ref"])
     monkeypatch.setenv("KITE_API_ROOT", sim.url)
     monkeypatch.setenv("SESSION_PREFIX", prefix)
@@ -105,6 +106,7 @@ def test_logout_ends_the_session_at_kite_and_marks_it_revoked(
         "detail": {"user_id": "AB1234", "status": "revoked"},
     }
     assert session.access_token not in sim.active_access_tokens()
+    assert session.refresh_token not in sim.active_refresh_tokens()
     after = stored(prefix)
     assert (after["status"], after["access_token"], after["refresh_token"]) == ("revoked", "", "")
     assert invoke({"action": "logout", "user_id": "AB1234"})["ok"]  # nothing left to end: still fine
@@ -135,6 +137,9 @@ def test_renew_without_a_refresh_token_says_the_user_must_log_in(
     ("event", "message"),
     [
         ({"action": "dance", "user_id": "AB1234"}, "action must be"),
+        ({"action": "expire", "user_id": "AB1234"}, "expire takes no user_id"),
+        ({"action": "status"}, "user_id must be"),
+        ({"action": "check", "user_id": "../etc"}, "user_id must be"),
         ({"action": "logout", "user_id": "../etc"}, "user_id must be"),
         ({"action": "renew"}, "user_id must be"),
         ({"action": "logout", "user_id": "ZZ0000"}, "no session stored"),
