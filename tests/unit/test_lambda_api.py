@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,7 @@ from local.gateway import LocalGateway
 from tests.unit.test_gateway import RESOURCES, write_fake_stack
 
 TIMEOUT = 15
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +227,42 @@ def test_other_lambda_operations_are_refused_clearly(lambda_client: Any) -> None
         lambda_client.get_function(FunctionName="QuietFunction")
     assert raised.value.response["Error"]["Code"] == "UnknownOperationException"
     assert "serves only Invoke" in str(raised.value)
+
+
+def test_the_gateway_command_serves_the_invoke_api(tmp_path: Path) -> None:
+    # `python -m local.gateway` runs as __main__: the Invoke API must still recognise its workers'
+    # outcomes (a handler that raised is Unhandled, not a dropped connection).
+    template = write_fake_stack(tmp_path / "stack")
+    resources_file = tmp_path / "resources.json"
+    resources_file.write_text(json.dumps(RESOURCES), encoding="utf-8")
+    command = [sys.executable, "-m", "local.gateway", "--template", str(template), "--port", "0"]
+    command += ["--resources", str(resources_file), "--parameter-overrides", "NoDefault=given"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        found = re.search(r"on (http://127\.0\.0\.1:\d+)$", process.stdout.readline().strip())
+        assert found
+        lines = [process.stdout.readline() for _ in range(8)]  # one per route, then the Invoke API
+        [invoke_line] = [line for line in lines if "Lambda Invoke API" in line]
+        assert "QuietFunction" in invoke_line
+        url = f"{found.group(1)}/2015-03-31/functions"
+        raised = requests.post(
+            f"{url}/ResponsesFunction/invocations",
+            data=b'{"pathParameters": {"kind": "raise"}}',
+            timeout=TIMEOUT,
+        )
+        assert raised.status_code == 200
+        assert raised.headers["X-Amz-Function-Error"] == "Unhandled"
+        assert raised.json()["errorType"] == "RuntimeError"
+        quiet = requests.post(f"{url}/QuietFunction/invocations", data=b'{"n": 1}', timeout=TIMEOUT)
+        assert json.loads(quiet.json()["body"])["event"] == {"n": 1}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
