@@ -51,6 +51,7 @@ __all__ = [
     "forget",
     "get_session",
     "kite_connect",
+    "report_dead_session",
 ]
 
 SESSION_PREFIX_ENV = "KITEHOOKS_SESSION_PREFIX"
