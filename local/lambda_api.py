@@ -16,6 +16,8 @@ those without an HttpApi route (SessionFunction) included. The payload is the ev
   RequestTooLargeException, ...); 200 with ``X-Amz-Function-Error: Unhandled`` and
   ``{"errorMessage", "errorType", "requestId", "stackTrace"}`` for a handler that raised, crashed
   or timed out.
+- Not served: versions and aliases, ``X-Amz-Log-Type: Tail`` (the handler's logs go to the
+  gateway's console), and every other Lambda operation (answered UnknownOperationException).
 """
 
 from __future__ import annotations
