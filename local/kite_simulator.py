@@ -11,7 +11,8 @@ Test controls (delay, HTML error pages, login outcome, approved platform) are me
 :class:`KiteSimulator` and, for a simulator in another process, ``POST /__sim/control`` with a JSON
 body such as ``{"delay_seconds": 2.5, "html_errors": true, "login_status": "cancelled",
 "approved_platform": true}`` (any subset). Refresh tokens are issued only to an approved platform,
-as Kite does; off by default, as most apps are. ``POST /__sim/kill`` with ``{"access_token": ...}``
+as Kite does: off by default on the command line (``--approved-platform`` turns it on), as most
+apps are; on by default in the class, which the tests that renew sessions use. ``POST /__sim/kill`` with ``{"access_token": ...}``
 (or ``{}`` for every live one) ends access tokens the way a login elsewhere does: the next call
 with one gets Kite's TokenException (403).
 ``GET /__sim/state`` returns the controls, counts and issued tokens; never the api_secret.
