@@ -250,7 +250,7 @@ Next:
 Your own code (kitehooks.client) against this stack:
   export KITEHOOKS_SESSION_PREFIX={self.session_prefix} KITEHOOKS_SESSION_FUNCTION=SessionFunction
   export AWS_ENDPOINT_URL={self.aws_url} AWS_ENDPOINT_URL_LAMBDA={self.api_url} KITE_API_ROOT={self.kite_url}
-  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION={REGION}
+  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION={REGION}
 
 Ctrl-C stops everything.
 """

@@ -275,6 +275,18 @@ def test_configuration_and_user_id_mistakes_are_clear(prefix: str, monkeypatch: 
         get_session(USER)
 
 
+def test_no_region_is_a_configuration_error(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lambda sets the region; a shell running the same code may not (boto3 reads AWS_DEFAULT_REGION).
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    forget_everything()
+    with pytest.raises(
+        ConfigurationError, match="cannot make a Secrets Manager client: You must specify a region"
+    ):
+        get_session(USER)
+
+
 # ---------------------------------------------------------------------------------------------
 # The expiry hook, through the local Invoke API to SessionFunction
 

@@ -141,7 +141,11 @@ def get_session(user_id: str) -> Session:
 
 def _read(prefix: str, user_id: str) -> KiteSession:
     try:
-        return SessionStore(aws.secretsmanager_client(), prefix).get(user_id)
+        secrets = aws.secretsmanager_client()
+    except BotoCoreError as error:  # e.g. no region: Lambda sets one, a shell may not
+        raise ConfigurationError(f"cannot make a Secrets Manager client: {error}") from None
+    try:
+        return SessionStore(secrets, prefix).get(user_id)
     except SessionNotFound:
         raise SessionUnavailable(user_id, "missing", "no stored session: log in first") from None
     except SessionStoreError as error:
