@@ -24,7 +24,7 @@ from aws_lambda_powertools import Logger
 from kitehooks import aws, clock, kite, session_admin
 from kitehooks.config import ConfigurationError, session_settings
 from kitehooks.credentials import CredentialsUnavailable, api_credentials
-from kitehooks.deadline import Deadline
+from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.session_events import SessionEvents
 from kitehooks.sessions import SessionStore, SessionStoreError, valid_user_id
 
@@ -80,7 +80,11 @@ def run(event: Any, deadline: Deadline) -> session_admin.Result:
     events = SessionEvents(aws.events_client(), deadline)
     if action == "expire":
         return session_admin.expire_due(store, events, deadline, now)
-    credentials = api_credentials()
+    try:
+        with deadline.limit():
+            credentials = api_credentials()
+    except DeadlineExceeded:
+        raise CredentialsUnavailable("could not read the credentials secret in time") from None
     client = kite.KiteClient.from_settings(settings.kite, credentials.api_key, deadline=deadline)
     if action == "check":
         pacer = session_admin.Pacer(check_requests_per_second())

@@ -28,6 +28,7 @@ from tests.conftest import (
     load_function,
     reset_layer_caches,
 )
+from tests.faults import TricklingEndpoint
 
 Invoke = Callable[[Any], dict[str, Any]]
 
@@ -318,3 +319,25 @@ def test_a_slow_kite_fails_the_logout_before_lambda_would_stop_it(
         app.handler({"action": "logout", "user_id": "AB1234"}, ShortContext())
     assert time.monotonic() - started < 3.5
     assert stored(prefix)["status"] == "active"
+
+
+class NineSecondsLeft(FakeLambdaContext):
+    def get_remaining_time_in_millis(self) -> int:
+        return 9_000
+
+
+@pytest.mark.parametrize("action", ["expire", "check"])
+def test_a_trickling_secrets_manager_fails_the_run_before_lambda_would_stop_it(
+    sim: KiteSimulator, prefix: str, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    # Each byte comes within the read timeout, so only the invocation's deadline ends the listing.
+    with TricklingEndpoint(interval=0.5) as trickling:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", trickling.url)
+        reset_layer_caches()
+        app = load_function("session")
+        started = time.monotonic()
+        # check reads the app's credentials first, expire lists the sessions first.
+        expected = "credentials secret" if action == "check" else "list sessions"
+        with pytest.raises(SessionActionFailed, match=f"could not (read the )?{expected} in time"):
+            app.handler({"action": action}, NineSecondsLeft())
+        assert time.monotonic() - started < 9 - 4

@@ -77,6 +77,15 @@ def _named(user_ids: list[str]) -> str:
     return ", ".join(user_ids[:_NAMED_IN_MESSAGE]) + more
 
 
+def _listed(store: SessionStore, deadline: Deadline) -> list[str]:
+    """Every user with a session; a listing that outlasts the deadline fails the run."""
+    try:
+        with deadline.limit():
+            return store.user_ids()
+    except DeadlineExceeded:
+        raise SessionStoreError("could not list sessions in time") from None
+
+
 def _due(session: KiteSession, now: datetime) -> bool:
     return datetime.fromisoformat(session.expires_at) <= now
 
@@ -143,7 +152,7 @@ def expire_due(store: SessionStore, events: SessionEvents, deadline: Deadline, n
         return ended(session, "expired", now) if session.status == "active" and _due(session, now) else None
 
     sent_before = events.not_sent
-    for user_id in store.user_ids():
+    for user_id in _listed(store, deadline):
         try:
             with deadline.limit():
                 before, after = store.update(user_id, expire)
@@ -194,7 +203,7 @@ def check(
             return Result(False, {"error": str(error)})
         user_ids = [user_id]
     else:
-        user_ids = store.user_ids()
+        user_ids = _listed(store, deadline)
 
     run = _Run()
     alive = 0
