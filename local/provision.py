@@ -8,6 +8,7 @@ Returns the values that ``!Ref`` and ``!GetAtt`` resolve to, keyed by logical id
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,17 @@ def provision(
         created[logical_id] = {"Ref": name, "Arn": arn}
 
     return created
+
+
+def serve_emulator(argv: list[str] | None = None) -> None:
+    """``moto_server`` with :func:`follow_awscurrent_in_emulator` applied (same arguments, e.g.
+    ``-H 127.0.0.1 -p 5000``): the emulator a local stack should run, so sessions changed by
+    compare-and-swap read back as on AWS."""
+    from moto.server import main as moto_server
+
+    follow_awscurrent_in_emulator()
+    moto_server(argv)
+
+
+if __name__ == "__main__":
+    serve_emulator(sys.argv[1:])
