@@ -110,7 +110,10 @@ def test_logout_ends_the_session_at_kite_and_marks_it_revoked(
     assert session.refresh_token not in sim.active_refresh_tokens()
     after = stored(prefix)
     assert (after["status"], after["access_token"], after["refresh_token"]) == ("revoked", "", "")
+    versions = boto3.client("secretsmanager").list_secret_version_ids(SecretId=f"{prefix}/AB1234")
     assert invoke({"action": "logout", "user_id": "AB1234"})["ok"]  # nothing left to end: still fine
+    again = boto3.client("secretsmanager").list_secret_version_ids(SecretId=f"{prefix}/AB1234")
+    assert len(again["Versions"]) == len(versions["Versions"])  # and nothing written
 
 
 def test_renew_replaces_the_access_token(invoke: Invoke, sim: KiteSimulator, prefix: str) -> None:

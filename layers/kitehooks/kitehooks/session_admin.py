@@ -325,6 +325,8 @@ def logout(
         session = store.get(user_id)
     except SessionNotFound as error:
         return Result(False, {"error": str(error)})
+    if session.status == "revoked" and not (session.access_token or session.refresh_token):
+        return Result(True, {"user_id": user_id, "status": "revoked"})  # nothing left to end
     for kind, token, end in (
         ("access", session.access_token, client.invalidate_access_token),
         ("refresh", session.refresh_token, client.invalidate_refresh_token),
@@ -421,7 +423,11 @@ def status(store: SessionStore, user_id: str, now: datetime) -> Result:
         session = store.get(user_id)
     except SessionNotFound:
         return Result(True, {"user_id": user_id, "status": "missing", "expires_at": None, "login_time": None})
-    current = "expired" if session.status == "active" and _due(session, now) else session.status
+    try:
+        past_expiry = _due(session, now)
+    except ValueError:
+        past_expiry = False  # not an ISO time: answer what is stored
+    current = "expired" if session.status == "active" and past_expiry else session.status
     return Result(
         True,
         {
