@@ -53,6 +53,8 @@ _NAMED_IN_MESSAGE = 10
 SESSION_STEP_SECONDS = 12.0
 # Kite answers 429 beyond 10 requests/s per api_key: after one, give the app's own calls room.
 RATE_LIMITED_PAUSE_SECONDS = 1.0
+# The market-hours schedule's interval: consecutive check runs take consecutive windows of sessions.
+CHECK_INTERVAL_SECONDS = 15 * 60
 
 
 class SessionActionFailed(RuntimeError):
@@ -105,6 +107,7 @@ class Pacer:
     ) -> None:
         if per_second <= 0:
             raise ValueError("per_second must be positive")
+        self.per_second = per_second
         self._interval = 1.0 / per_second
         self._sleep = sleep
         self._clock = clock
@@ -203,7 +206,7 @@ def check(
             return Result(False, {"error": str(error)})
         user_ids = [user_id]
     else:
-        user_ids = _listed(store, deadline)
+        user_ids = _in_turn(_listed(store, deadline), pacer, deadline, now)
 
     run = _Run()
     alive = 0
@@ -277,6 +280,20 @@ def check(
     if not_sent:
         raise SessionActionFailed(f"{len(run.done)} session(s) expired but {not_sent} event(s) not sent")
     return Result(True, detail)
+
+
+def _in_turn(user_ids: list[str], pacer: Pacer, deadline: Deadline, now: datetime) -> list[str]:
+    """The sessions in the order this run checks them.
+
+    When a run cannot reach them all, each run starts where the window of the run before it
+    (one schedule interval earlier) ended, so every session is checked every few runs rather
+    than the first ones every time.
+    """
+    capacity = max(1, int(pacer.per_second * max(deadline.remaining() - SESSION_STEP_SECONDS, 0.0)))
+    if len(user_ids) <= capacity:
+        return user_ids
+    start = (int(now.timestamp()) // CHECK_INTERVAL_SECONDS * capacity) % len(user_ids)
+    return user_ids[start:] + user_ids[:start]
 
 
 def _mark_dead(
