@@ -18,6 +18,7 @@ from tests.unit.test_template import (
     grants,
     parameter_values,
     resources_deployed,
+    role_grants,
     translated,
 )
 
@@ -177,3 +178,20 @@ def test_events_not_sent_are_alarmed() -> None:
     assert alarm["Namespace"] == "kitehooks"
     assert alarm["Dimensions"] == [{"Name": "service", "Value": "kitehooks"}]
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+
+def test_every_session_schedule_is_dead_lettered_by_its_own_role(cloudformation: dict[str, Any]) -> None:
+    resources = cloudformation["Resources"]
+    dead_letters = {"Fn::GetAtt": ["SessionDeadLetterQueue", "Arn"]}
+    schedules = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
+    assert sorted(s["Target"]["Input"] for s in schedules) == [
+        '{"action": "check"}',
+        '{"action": "check"}',
+        '{"action": "expire"}',
+    ]
+    for properties in schedules:
+        assert "Name" not in properties  # two stacks in one account get their own
+        target = properties["Target"]
+        assert target["DeadLetterConfig"] == {"Arn": dead_letters}
+        role = target["RoleArn"]["Fn::GetAtt"][0]
+        assert ("sqs:SendMessage", repr(dead_letters)) in role_grants(cloudformation, role)
