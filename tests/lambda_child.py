@@ -4,14 +4,18 @@
 
 Only the function's folder and the layer are importable (as in Lambda). The context's remaining
 time counts down from the function's Timeout, starting at the invoke. The handler's own output
-(logs, metrics) goes to stdout as in Lambda; the last line is ``RESULT {"response": ..., "seconds": ...}``.
+(logs, metrics) goes to stdout as in Lambda; the last line is ``RESULT {"response": ..., "seconds": ...}``,
+or, when the handler is still running at its Timeout, ``TIMED OUT`` and the process ends as Lambda
+would end it (the Timeout counts from the invoke, not from the interpreter's start).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -40,8 +44,18 @@ def main() -> int:
     event = json.load(sys.stdin)
     app = importlib.import_module("app")
     context = LambdaContext(timeout)
+
+    def stop_at_timeout() -> None:
+        print("TIMED OUT", flush=True)
+        os._exit(3)
+
+    # A thread, not a signal: the handler's own deadline uses SIGALRM.
+    watchdog = threading.Timer(timeout, stop_at_timeout)
+    watchdog.daemon = True
     started = time.monotonic()
+    watchdog.start()
     response = app.handler(event, context)
+    watchdog.cancel()
     seconds = time.monotonic() - started
     print("RESULT " + json.dumps({"response": response, "seconds": seconds}), flush=True)
     return 0
