@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from typing import Any
 from urllib.parse import quote
 
@@ -112,6 +113,7 @@ class StoredObject:
     bucket: str
     key: str
     body: bytes
+    delete_marker: bool = False  # a deletion in a versioned bucket is a write too
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,75 @@ def _message(queue: Any, message: Any) -> QueuedMessage:
     return QueuedMessage(queue.name, message.body, message.group_id, message.deduplication_id)
 
 
-def _object(bucket: Any, key: str, version: Any) -> StoredObject:
-    return StoredObject(bucket.name, key, bytes(version.value))
+def _object(bucket: Any, version: Any) -> StoredObject:
+    if not hasattr(version, "value"):
+        return StoredObject(bucket.name, version.name, b"", delete_marker=True)
+    return StoredObject(bucket.name, version.name, bytes(version.value))
 
 
 def _item(table: Any, item: Any) -> StoredItem:
     return StoredItem(table.name, item.to_json()["Attributes"])
+
+
+def _secret_version(secret: Any, version: Any) -> SecretVersion:
+    return SecretVersion(secret.name, version.get("secret_string"))
+
+
+# What each kind of container holds, and a signature of it that costs no copy: containers that
+# did not change (almost all of them, in a long test session) are then skipped cheaply.
+Signature = tuple[int, ...]
+
+
+def _queue_members(queue: Any) -> list[object]:
+    return list(queue._messages)
+
+
+def _queue_signature(queue: Any) -> Signature:
+    messages = queue._messages  # appended at the end, removed anywhere, replaced by a purge
+    return (id(messages), len(messages), id(messages[-1]) if messages else 0)
+
+
+def _bucket_members(bucket: Any) -> list[object]:
+    # Every version of every key: the key store maps each name to its list of versions.
+    return list(chain.from_iterable(dict.values(bucket.keys)))
+
+
+def _bucket_signature(bucket: Any) -> Signature:
+    versions = dict.values(bucket.keys)  # name -> its versions, oldest first
+    if bucket.is_versioned:  # every write appends a version (or a delete marker)
+        return (len(versions), sum(map(len, versions)))
+    return (len(versions), sum(map(id, versions)))  # an overwrite replaces the list
+
+
+def _table_members(table: Any) -> list[object]:
+    return list(table.all_items())
+
+
+def _table_signature(table: Any) -> Signature:
+    items = table.items  # hash key -> item (with a range key: -> dict of items)
+    nested = sum(len(value) for value in items.values() if isinstance(value, dict))
+    return (len(items), sum(map(id, items.values())), nested)
+
+
+def _secret_members(secret: Any) -> list[object]:
+    return list(getattr(secret, "versions", {}).values())
+
+
+def _secret_signature(secret: Any) -> Signature:
+    versions = getattr(secret, "versions", {})
+    return (len(versions), sum(map(id, versions.values())))
+
+
+@dataclass
+class _Container:
+    """A queue, bucket, table or secret as last seen."""
+
+    container: object
+    signature: Signature
+    members: dict[int, object]  # by id; the references keep ids from being reused
+
+
+Describe = Callable[[Any], object]
 
 
 class EmulatorStores:
@@ -172,57 +237,56 @@ class EmulatorStores:
     def __init__(self, region: str = REGION, account_id: str = DEFAULT_ACCOUNT_ID) -> None:
         self._region = region
         self._account_id = account_id
-        # References to what was seen, so that ids are never reused by new objects.
-        self._seen: dict[int, object] = {}
-        self.changes()
+        self._seen: dict[int, _Container] = {}
+        self.changes(describe=False)  # what is there already is the baseline
 
-    def _everything(self) -> Iterator[tuple[object, Callable[[], object]]]:
-        """Every stored thing, with how to describe it (only new ones are described)."""
+    def _containers(self) -> Iterator[tuple[object, Signature, Callable[[], list[object]], Describe]]:
+        """Every container, its signature, how to list what it holds, and how to describe one thing."""
         sqs = get_backend("sqs")[self._account_id][self._region]
         for queue in list(sqs.queues.values()):
-            for message in list(queue._messages):
-                yield message, partial(_message, queue, message)
+            yield queue, _queue_signature(queue), partial(_queue_members, queue), partial(_message, queue)
         s3 = get_backend("s3")[self._account_id]["aws"]
         for bucket in list(s3.buckets.values()):
-            for key, versions in bucket.keys.lists():
-                for version in versions:
-                    yield version, partial(_object, bucket, key, version)
+            yield (
+                bucket,
+                _bucket_signature(bucket),
+                partial(_bucket_members, bucket),
+                partial(_object, bucket),
+            )
         dynamodb = get_backend("dynamodb")[self._account_id][self._region]
         for table in list(dynamodb.tables.values()):
-            for item in table.all_items():
-                yield item, partial(_item, table, item)
+            yield table, _table_signature(table), partial(_table_members, table), partial(_item, table)
         secrets = get_backend("secretsmanager")[self._account_id][self._region]
         for secret in list(secrets.secrets.values()):
-            for version in list(getattr(secret, "versions", {}).values()):
-                yield version, partial(SecretVersion, secret.name, version.get("secret_string"))
+            signature = _secret_signature(secret)
+            yield secret, signature, partial(_secret_members, secret), partial(_secret_version, secret)
 
-    def changes(self) -> Changes:
-        """What was added since the previous call."""
-        messages: list[QueuedMessage] = []
-        objects: list[StoredObject] = []
-        items: list[StoredItem] = []
-        secret_versions: list[SecretVersion] = []
-        current: dict[int, object] = {}
-        for stored, describe in self._everything():
-            current[id(stored)] = stored
-            if id(stored) in self._seen:
-                continue
-            match described := describe():
-                case QueuedMessage():
-                    messages.append(described)
-                case StoredObject():
-                    objects.append(described)
-                case StoredItem():
-                    items.append(described)
-                case SecretVersion():
-                    secret_versions.append(described)
-        self._seen = current
-        return Changes(messages, objects, items, secret_versions)
+    def changes(self, describe: bool = True) -> Changes:
+        """What was added since the previous call (a replaced object counts as added)."""
+        found: list[object] = []
+        seen: dict[int, _Container] = {}
+        for container, signature, members, description in self._containers():
+            before = self._seen.get(id(container))
+            if before is None or before.container is not container:
+                before = _Container(container, (), {})
+            if before.signature != signature:
+                held = members()
+                if describe:
+                    found += [description(m) for m in held if id(m) not in before.members]
+                before = _Container(container, signature, {id(member): member for member in held})
+            seen[id(container)] = before
+        self._seen = seen
+        return Changes(
+            messages=[thing for thing in found if isinstance(thing, QueuedMessage)],
+            objects=[thing for thing in found if isinstance(thing, StoredObject)],
+            items=[thing for thing in found if isinstance(thing, StoredItem)],
+            secret_versions=[thing for thing in found if isinstance(thing, SecretVersion)],
+        )
 
     def queued(self, queue_name: str) -> list[QueuedMessage]:
         """Every message the queue holds now, received or not."""
         queue = get_backend("sqs")[self._account_id][self._region].queues[queue_name]
-        return [QueuedMessage(queue.name, m.body, m.group_id, m.deduplication_id) for m in queue._messages]
+        return [_message(queue, message) for message in queue._messages]
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ NONCE_CHARACTERS = string.ascii_letters + string.digits + "_-"
 # One instant for every example, so that a replayed example signs the very same state; states
 # signed "now" stay valid for longer than the module runs.
 STARTED = int(time.time())
-nonces = st.text(NONCE_CHARACTERS, min_size=22, max_size=64) | any_text
+nonces = st.text(NONCE_CHARACTERS, min_size=22, max_size=64) | any_text  # any: not only the cookie's shape
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,14 @@ class CallbackRequest:
 
 
 STATE_KINDS = ["absent", "junk", "dotted", "signed", "signed", "expired", "other", "tampered"]
+# Built once: Hypothesis validates a strategy each time one is built.
+live_nonces = st.text(NONCE_CHARACTERS, min_size=22, max_size=64)
+next_paths = st.none() | same_site_paths
+statuses = st.sampled_from(["success", "success", "cancelled"]) | any_text
+request_tokens = st.text(string.ascii_letters + string.digits, min_size=8, max_size=64) | any_text
+repeated_parameters = st.lists(
+    st.tuples(st.sampled_from(CALLBACK_PARAMETERS) | any_text, any_text), max_size=2
+)
 
 
 @st.composite
@@ -94,8 +102,8 @@ def callback_requests(draw: st.DrawFn) -> CallbackRequest:
     a state we signed and its nonce in the login cookie, as a browser back from Kite would."""
     now = STARTED
     coherent = draw(st.integers(0, 2)) == 0
-    nonce = draw(st.text(NONCE_CHARACTERS, min_size=22, max_size=64) if coherent else nonces)
-    next_path = draw(st.none() | same_site_paths)
+    nonce = draw(live_nonces if coherent else nonces)
+    next_path = draw(next_paths)
     kind = "signed" if coherent else draw(st.sampled_from(STATE_KINDS))
     signed: SignedState | None = None
     state: str | None = None
@@ -119,13 +127,11 @@ def callback_requests(draw: st.DrawFn) -> CallbackRequest:
 
     parameters: list[tuple[str, str]] = [] if state is None else [("state", state)]
     if draw(st.integers(0, 5)):
-        parameters.append(("status", draw(st.sampled_from(["success", "success", "cancelled"]) | any_text)))
+        parameters.append(("status", draw(statuses)))
     if draw(st.integers(0, 5)):
-        token = draw(st.text(string.ascii_letters + string.digits, min_size=8, max_size=64) | any_text)
-        parameters.append(("request_token", token))
+        parameters.append(("request_token", draw(request_tokens)))
     if not coherent:  # more of the same names too: API Gateway joins repeated ones with ","
-        names = st.sampled_from(CALLBACK_PARAMETERS) | any_text
-        parameters += draw(st.lists(st.tuples(names, any_text), max_size=2))
+        parameters += draw(repeated_parameters)
     parameters = draw(st.permutations(parameters))
     encoded = coherent or draw(st.integers(0, 5)) > 0
     if not encoded:  # sent as typed: only what fits a request line
@@ -190,7 +196,8 @@ class LoginPages:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[KiteSimulator]:
+def module_sim() -> Iterator[KiteSimulator]:
+    """``sim`` for a whole module."""
     with KiteSimulator(
         api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url=REDIRECT_URL
     ) as simulator:
@@ -199,12 +206,15 @@ def sim() -> Iterator[KiteSimulator]:
 
 @pytest.fixture(scope="module")
 def pages(
-    module_stack: ResourceValues, module_env: pytest.MonkeyPatch, stores: EmulatorStores, sim: KiteSimulator
+    module_stack: ResourceValues,
+    module_env: pytest.MonkeyPatch,
+    stores: EmulatorStores,
+    module_sim: KiteSimulator,
 ) -> Iterator[LoginPages]:
     prefix = f"kitehooks-prop-{uuid.uuid4().hex[:8]}/sessions"
     module_env.setenv("API_CREDENTIALS_SECRET_ID", module_stack["ApiCredentialsSecret"]["Ref"])
-    module_env.setenv("KITE_LOGIN_URL", f"{sim.url}/connect/login")
-    module_env.setenv("KITE_API_ROOT", sim.url)
+    module_env.setenv("KITE_LOGIN_URL", f"{module_sim.url}/connect/login")
+    module_env.setenv("KITE_API_ROOT", module_sim.url)
     module_env.setenv("SESSION_PREFIX", prefix)
     module_env.setenv("LOGIN_STATES_TABLE", module_stack["LoginStatesTable"]["Ref"])
     module_env.setenv("ALLOWED_USER_IDS", "")
@@ -289,7 +299,7 @@ logins = st.builds(
 @given(flow=logins)
 @example(flow=LoginFlow(next_path="/" + "é" * 300))
 def test_a_login_started_at_login_and_completed_at_kite_is_stored_once(
-    pages: LoginPages, sim: KiteSimulator, flow: LoginFlow
+    pages: LoginPages, flow: LoginFlow
 ) -> None:
     query = "" if flow.next_path is None else query_string([("next", flow.next_path)], encoded=True)
     start = BrowserRequest(query=query, headers=flow.headers, scheme=flow.scheme)

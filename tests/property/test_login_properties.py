@@ -49,13 +49,21 @@ from tests.property.conftest import (
 KITE_LOGIN_URL = "https://kite.zerodha.com/connect/login"
 
 
+# Built once: Hypothesis validates a strategy each time one is built.
+other_parameters = st.lists(
+    st.tuples(
+        st.sampled_from(["next", "state", "redirect_params", "v", "api_key"]) | any_text,
+        next_values | any_text,
+    ),
+    max_size=2,
+)
+
+
 @st.composite
 def login_requests(draw: st.DrawFn) -> BrowserRequest:
     """Mostly a ``next`` of any kind, with other parameters (repeated ones API Gateway joins with ",")."""
     parameters = [("next", draw(next_values))] if draw(st.integers(0, 3)) else []
-    names = st.sampled_from(["next", "state", "redirect_params", "v", "api_key"]) | any_text
-    parameters += draw(st.lists(st.tuples(names, next_values | any_text), max_size=2))
-    parameters = draw(st.permutations(parameters))
+    parameters = draw(st.permutations(parameters + draw(other_parameters)))
     encoded = draw(st.integers(0, 3)) > 0
     if not encoded:  # sent as typed: only what fits a request line
         parameters = [(name, draw(printable_ascii)) for name, _ in parameters]

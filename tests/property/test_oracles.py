@@ -65,6 +65,10 @@ def test_the_store_view_sees_writes_made_over_http(
 
     secrets.put_secret_value(SecretId=name, SecretString='{"access_token": "u"}')
     assert stores.changes().secret_versions == [SecretVersion(name, '{"access_token": "u"}')]
+    s3.delete_object(Bucket=bucket, Key="undelivered/rejected/x.json")
+    assert stores.changes().objects == [
+        StoredObject(bucket, "undelivered/rejected/x.json", b"", delete_marker=True)
+    ]
     assert [m.body for m in stores.queued(module_stack["OrderUpdatesQueue"]["QueueName"])] == [
         '{"order_id":"1"}'
     ]

@@ -202,6 +202,18 @@ def encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+# Built once: Hypothesis validates a strategy each time one is built.
+optional_user_ids = st.none() | kite_user_ids
+optional_text = st.none() | sqs_text
+order_meta = (
+    st.sampled_from([{}, {}, {"demat_consent": "physical"}])
+    | st.dictionaries(sqs_text, json_scalars, max_size=2)
+    | st.dictionaries(sqs_text, json_values, max_size=2)
+)
+dropped_fields = st.sets(st.sampled_from(["user_id", "status", "tag", "meta", "guid"]), max_size=2)
+extra_fields = st.dictionaries(sqs_text, json_scalars, max_size=2)
+
+
 @st.composite
 def kite_orders(draw: st.DrawFn) -> dict[str, Any]:
     """Kite's documented order with generated values, signed with the app's api_secret."""
@@ -209,16 +221,12 @@ def kite_orders(draw: st.DrawFn) -> dict[str, Any]:
     order["order_id"] = draw(kite_order_ids)
     order["order_timestamp"] = order["exchange_update_timestamp"] = draw(kite_timestamps)
     order["status"] = draw(st.sampled_from([*KITE_STATUSES, None]))
-    order["user_id"] = draw(st.none() | kite_user_ids)
-    order["tag"] = draw(st.none() | sqs_text)
-    order["meta"] = draw(
-        st.sampled_from([{}, {}, {"demat_consent": "physical"}])
-        | st.dictionaries(sqs_text, json_scalars, max_size=2)
-        | st.dictionaries(sqs_text, json_values, max_size=2)
-    )
-    for dropped in draw(st.sets(st.sampled_from(["user_id", "status", "tag", "meta", "guid"]), max_size=2)):
+    order["user_id"] = draw(optional_user_ids)
+    order["tag"] = draw(optional_text)
+    order["meta"] = draw(order_meta)
+    for dropped in draw(dropped_fields):
         del order[dropped]
-    extra = draw(st.dictionaries(sqs_text, json_scalars, max_size=2))
+    extra = draw(extra_fields)
     order.update({key: value for key, value in extra.items() if key not in order and key != "checksum"})
     order["checksum"] = postback_checksum(order["order_id"], order["order_timestamp"], TEST_API_SECRET)
     return order
@@ -232,12 +240,15 @@ def kite_postbacks(draw: st.DrawFn, max_bytes: int = MAX_POSTBACK_BYTES) -> byte
     body = encode(serialise(order))
     if len(body) < max_bytes and draw(st.integers(0, 4)) == 0:
         # Kite's "tag" is free text: growing it by n ASCII characters grows the body by n bytes.
-        target = draw(st.just(max_bytes) | st.integers(len(body) + 8, max_bytes))
+        target = max_bytes if draw(st.booleans()) else draw(st.integers(len(body) + 8, max_bytes))
         order["tag"] = ""
         unpadded = encode(serialise(order))
         order["tag"] = "x" * max(0, target - len(unpadded))
         body = encode(serialise(order))
     return body
+
+
+odd_order_ids = any_text | st.text("0123456789 ", min_size=65, max_size=300)
 
 
 @st.composite
@@ -271,7 +282,7 @@ def signed_oddities(draw: st.DrawFn) -> bytes:
 
     match oddity:
         case "order_id":  # too long, unicode, controls, empty, spaces: not an SQS MessageGroupId
-            order["order_id"] = draw(any_text | st.text("0123456789 ", min_size=65, max_size=300))
+            order["order_id"] = draw(odd_order_ids)
             return encode(json.dumps(signed(order)))
         case "timestamp":
             order["order_timestamp"] = draw(any_text)
@@ -350,31 +361,34 @@ def mutated_postbacks(draw: st.DrawFn) -> bytes:
     return bytes(body)
 
 
+kiteish_keys = st.sampled_from(["order_id", "order_timestamp", "checksum", "status", "user_id"]) | any_text
+kiteish_values = (
+    hostile_json_values
+    | kite_order_ids
+    | kite_timestamps
+    | st.text("0123456789abcdef", min_size=64, max_size=64)
+)
+kiteish = st.dictionaries(kiteish_keys, kiteish_values, max_size=6) | hostile_json_values
+
+
 @st.composite
 def kiteish_documents(draw: st.DrawFn) -> bytes:
     """Kite's field names with values of any type, and any other JSON document."""
-    keys = st.sampled_from(["order_id", "order_timestamp", "checksum", "status", "user_id"]) | any_text
-    values = (
-        hostile_json_values
-        | kite_order_ids
-        | kite_timestamps
-        | st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
-    )
-    document: Any = draw(st.dictionaries(keys, values, max_size=6) | hostile_json_values)
-    return encode(json.dumps(document, ensure_ascii=draw(st.booleans())))
+    return encode(json.dumps(draw(kiteish), ensure_ascii=draw(st.booleans())))
+
+
+large_sizes = st.sampled_from(
+    [MAX_POSTBACK_BYTES - 1, MAX_POSTBACK_BYTES, MAX_POSTBACK_BYTES + 1]
+) | st.integers(MAX_POSTBACK_BYTES - 64, 4 * MAX_POSTBACK_BYTES)
+large_patterns = st.sampled_from([b"[", b"{", b" ", b'{"a":', b"\xff", b"0", b'"\\ud800']) | st.binary(
+    min_size=1, max_size=16
+)
 
 
 @st.composite
 def large_bodies(draw: st.DrawFn) -> bytes:
     """Around the size limit and far beyond it, built by repetition to stay cheap to generate."""
-    size = draw(
-        st.sampled_from([MAX_POSTBACK_BYTES - 1, MAX_POSTBACK_BYTES, MAX_POSTBACK_BYTES + 1])
-        | st.integers(MAX_POSTBACK_BYTES - 64, 4 * MAX_POSTBACK_BYTES)
-    )
-    pattern = draw(
-        st.sampled_from([b"[", b"{", b" ", b'{"a":', b"\xff", b"0", b'"\\ud800'])
-        | st.binary(min_size=1, max_size=16)
-    )
+    size, pattern = draw(large_sizes), draw(large_patterns)
     return (pattern * (size // len(pattern) + 1))[:size]
 
 
