@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -179,3 +180,70 @@ def test_without_the_local_stack_one_clear_line() -> None:
     first, *rest = through_make.stderr.splitlines()
     assert first == f"error: cannot reach the local stack at {nobody}; is `make dev` running?"
     assert all(line.startswith("make: ***") for line in rest)
+
+
+USERS_CODE = """
+import sys
+import time
+from kiteconnect import exceptions
+from kitehooks.client import kite_connect
+
+kite = kite_connect("AB1234")
+print(kite.profile()["user_id"], flush=True)
+sys.stdin.readline()  # the test kills the token at Kite meanwhile
+try:
+    kite.profile()
+except exceptions.TokenException:
+    print("token refused", flush=True)
+"""
+
+
+def banner_exports(stack: DevStack) -> dict[str, str]:
+    """The variables `make dev` tells users to export for their own code."""
+    exports: dict[str, str] = {}
+    for line in stack.banner().splitlines():
+        if line.strip().startswith("export "):
+            for pair in line.split()[1:]:
+                name, _, value = pair.partition("=")
+                exports[name] = value
+    return exports
+
+
+def test_users_code_with_the_banners_settings_reports_a_dead_token(stack: DevStack) -> None:
+    token = log_in(stack)
+    exports = banner_exports(stack)
+    assert exports["AWS_ENDPOINT_URL_LAMBDA"] == stack.api_url
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KITE"))}
+    env = {**clean, **exports, "PYTHONPATH": str(ROOT / "layers" / "kitehooks")}
+    user = subprocess.Popen(
+        [sys.executable, "-c", USERS_CODE],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert user.stdin is not None
+        assert user.stdout is not None
+        assert user.stdout.readline().strip() == "AB1234", user.stderr.read() if user.stderr else ""
+        checks_before = len([r for r in stack.simulator.api_requests() if r.path == "/user/profile"])
+        assert stack.simulator.kill_access_tokens(token) == 1
+        user.stdin.write("\n")
+        user.stdin.flush()
+        assert user.stdout.readline().strip() == "token refused"
+        assert user.wait(timeout=TIMEOUT) == 0
+        # The hook invoked SessionFunction's check through the local Invoke API: it asks Kite too.
+        deadline = time.monotonic() + TIMEOUT
+        while (
+            len([r for r in stack.simulator.api_requests() if r.path == "/user/profile"]) < checks_before + 2
+        ):
+            assert time.monotonic() < deadline, "SessionFunction never checked the session at Kite"
+            time.sleep(0.1)
+    finally:
+        if user.poll() is None:
+            user.kill()
+            user.wait()
+        for stream in (user.stdin, user.stdout, user.stderr):
+            if stream is not None:
+                stream.close()
