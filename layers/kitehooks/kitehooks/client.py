@@ -80,8 +80,9 @@ class SessionUnavailable(RuntimeError):
 
 
 class SessionStoreUnreachable(RuntimeError):
-    """Secrets Manager could not be read (permissions, network, throttling): a fault of the
-    deployment, not of the user's session. The message names the AWS error code, never a token."""
+    """Secrets Manager could not be read (permissions, network, throttling), or the secret is not a
+    kitehooks session: a fault of the deployment, not the user's to fix by logging in. The message
+    names the AWS error code, never a token."""
 
 
 # (prefix, user_id) -> (session, when it was read). One lock: users' code may call from threads.
