@@ -154,11 +154,13 @@ class DevStack:
         return self
 
     def _start_emulator(self) -> None:
-        moto_server = Path(sys.executable).parent / "moto_server"
+        # moto server with local.provision's fix applied, so sessions changed by compare-and-swap
+        # read back as they would on AWS.
         self._emulator = subprocess.Popen(
-            [str(moto_server), "-H", self.bind_host, "-p", str(self.ports.aws)],
+            [sys.executable, "-m", "local.provision", "-H", self.bind_host, "-p", str(self.ports.aws)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=ROOT,
         )
         _wait_for_port(self.ports.aws, self._emulator, "the AWS emulator (moto server)")
         credentials = json.dumps({"api_key": self.api_key, "api_secret": self.api_secret})

@@ -11,10 +11,10 @@ Test controls (delay, HTML error pages, login outcome, approved platform) are me
 :class:`KiteSimulator` and, for a simulator in another process, ``POST /__sim/control`` with a JSON
 body such as ``{"delay_seconds": 2.5, "html_errors": true, "login_status": "cancelled",
 "approved_platform": true}`` (any subset). Refresh tokens are issued only to an approved platform,
-as Kite does: off by default on the command line (``--approved-platform`` turns it on), as most
-apps are; on by default in the class, which the tests that renew sessions use. ``POST /__sim/kill`` with ``{"access_token": ...}``
-(or ``{}`` for every live one) ends access tokens the way a login elsewhere does: the next call
-with one gets Kite's TokenException (403).
+as Kite does: off by default, as most apps are (``approved_platform=True``, or
+``--approved-platform`` on the command line, turns it on). ``POST /__sim/kill`` with
+``{"access_token": ...}`` (or ``{}`` for every live one) ends access tokens the way a login
+elsewhere does: the next call with one gets Kite's TokenException (403).
 ``GET /__sim/state`` returns the controls, counts and issued tokens; never the api_secret.
 
 Run it standalone with ``python -m local.kite_simulator --port 5100``; it reads
@@ -163,7 +163,7 @@ class KiteSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         request_token_ttl: float = 120.0,
-        approved_platform: bool = True,
+        approved_platform: bool = False,
         log_requests: bool = False,
     ) -> None:
         if not api_key or not api_secret:

@@ -129,6 +129,7 @@ def reset_layer_caches() -> None:
         aws.s3_client,
         aws.secretsmanager_client,
         aws.dynamodb_client,
+        aws.events_client,
     ):
         cached.cache_clear()
 
@@ -142,9 +143,13 @@ def closed_port() -> int:
 
 @pytest.fixture
 def sim() -> Iterator[KiteSimulator]:
-    """A Kite simulator for this test's app credentials, redirecting to a callback nobody serves."""
+    """A Kite simulator for this test's app credentials, redirecting to a callback nobody serves;
+    an approved platform, so sessions carry refresh tokens to renew and revoke."""
     with KiteSimulator(
-        api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url="https://kitehooks.example/callback"
+        api_key=TEST_API_KEY,
+        api_secret=TEST_API_SECRET,
+        redirect_url="https://kitehooks.example/callback",
+        approved_platform=True,
     ) as simulator:
         yield simulator
 

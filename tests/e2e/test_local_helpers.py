@@ -114,17 +114,6 @@ def test_status_then_logout_then_status(stack: DevStack) -> None:
         assert token not in result.stdout + result.stderr
 
 
-# SessionFunction writes by compare-and-swap (a new version, then AWSCURRENT moved to it). The
-# moto_server process `make dev` starts keeps answering GetSecretValue with the version it last made
-# current itself (local.provision.follow_awscurrent_in_emulator patches that in-process only), so
-# the local stack reads back the session as it was before logout or expire.
-EMULATOR_MISSES_AWSCURRENT_MOVES = pytest.mark.xfail(
-    strict=True,
-    reason="make dev's moto_server process lacks local.provision.follow_awscurrent_in_emulator",
-)
-
-
-@EMULATOR_MISSES_AWSCURRENT_MOVES
 def test_a_logout_is_read_back_as_revoked(stack: DevStack) -> None:
     log_in(stack)
     assert make(stack.api_url, "logout", "USER=AB1234").returncode == 0
@@ -152,7 +141,6 @@ def test_expire_runs_the_daily_expiry(stack: DevStack) -> None:
     assert overdue.access_token not in result.stdout
 
 
-@EMULATOR_MISSES_AWSCURRENT_MOVES
 def test_an_expired_session_is_read_back_as_expired(stack: DevStack) -> None:
     overdue_session(stack, "EF9012")
     assert make(stack.api_url, "expire").returncode == 0

@@ -61,7 +61,12 @@ SESSION_KEYS = {
 
 
 def _simulator(**overrides: Any) -> KiteSimulator:
-    options: dict[str, Any] = {"api_key": API_KEY, "api_secret": API_SECRET, "redirect_url": REDIRECT_URL}
+    options: dict[str, Any] = {
+        "api_key": API_KEY,
+        "api_secret": API_SECRET,
+        "redirect_url": REDIRECT_URL,
+        "approved_platform": True,
+    }
     options.update(overrides)
     return KiteSimulator(**options)
 

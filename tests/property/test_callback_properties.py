@@ -199,7 +199,7 @@ class LoginPages:
 def module_sim() -> Iterator[KiteSimulator]:
     """``sim`` for a whole module."""
     with KiteSimulator(
-        api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url=REDIRECT_URL
+        api_key=TEST_API_KEY, api_secret=TEST_API_SECRET, redirect_url=REDIRECT_URL, approved_platform=True
     ) as simulator:
         yield simulator
 

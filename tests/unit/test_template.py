@@ -119,6 +119,11 @@ def test_login_function_may_only_read_the_credentials() -> None:
     }
 
 
+DEFAULT_BUS = repr(
+    {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"}
+)
+
+
 def test_callback_function_may_write_secrets_only_under_the_session_prefix() -> None:
     prefix = {
         "Fn::If": ["HasSessionPrefix", {"Ref": "SessionPrefix"}, {"Fn::Sub": "${AWS::StackName}/sessions"}]
@@ -130,6 +135,7 @@ def test_callback_function_may_write_secrets_only_under_the_session_prefix() -> 
         ("secretsmanager:CreateSecret", session_secrets),
         ("secretsmanager:PutSecretValue", session_secrets),
         ("dynamodb:PutItem", repr({"Fn::GetAtt": ["LoginStatesTable", "Arn"]})),
+        ("events:PutEvents", DEFAULT_BUS),  # "Kite session started"
     }
     # The function writes under the same prefix the policy names.
     variables = FUNCTIONS["CallbackFunction"]["Properties"]["Environment"]["Variables"]
@@ -160,7 +166,10 @@ def test_session_function_may_read_and_update_sessions_and_list_names_only() -> 
         ("secretsmanager:GetSecretValue", repr({"Ref": "ApiCredentialsSecret"})),
         ("secretsmanager:GetSecretValue", session_secrets),
         ("secretsmanager:PutSecretValue", session_secrets),
+        # The compare-and-swap: AWSCURRENT moves only from the version the function read.
+        ("secretsmanager:UpdateSecretVersionStage", session_secrets),
         ("secretsmanager:ListSecrets", repr("*")),
+        ("events:PutEvents", DEFAULT_BUS),  # "Kite session ended"
     }
     schedule = FUNCTIONS["SessionFunction"]["Properties"]["Events"]["DailyExpiry"]["Properties"]
     assert (schedule["ScheduleExpression"], schedule["ScheduleExpressionTimezone"]) == (
@@ -427,7 +436,12 @@ def role_grants(cloudformation: dict[str, Any], role: str) -> set[tuple[str, str
 def test_sam_grants_what_the_dead_letter_queue_needs(cloudformation: dict[str, Any]) -> None:
     resources = cloudformation["Resources"]
     dead_letters = repr({"Fn::GetAtt": ["SessionDeadLetterQueue", "Arn"]})
-    [schedule] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
+    [schedule] = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Scheduler::Schedule"
+        and r["Properties"]["Target"].get("Input") == '{"action": "expire"}'
+    ]
     assert "Name" not in schedule
     target = schedule["Target"]
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SessionDeadLetterQueue", "Arn"]}}
