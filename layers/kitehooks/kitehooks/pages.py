@@ -79,6 +79,8 @@ def is_https(event: APIGatewayProxyEventV2) -> bool:
 
 def register_error_pages(app: APIGatewayHttpResolver, logger: Logger, action: str) -> None:
     """Plain pages, never a stack trace: 503 while unconfigured, 500 for anything unexpected."""
+    from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+
     from kitehooks.config import ConfigurationError
     from kitehooks.credentials import CredentialsUnavailable, CredentialsUnreachable
 
@@ -92,5 +94,10 @@ def register_error_pages(app: APIGatewayHttpResolver, logger: Logger, action: st
         logger.exception("unexpected error")
         return html_page(500, "Something went wrong", f"The login could not be {action}. Please try again.")
 
+    def not_served(error: Exception) -> Response[str]:
+        # The catch-all below would otherwise turn the resolver's "no such route" into a 500.
+        return html_page(404, "Not found", "Nothing is served here: start from /login.")
+
     app.exception_handler([ConfigurationError, CredentialsUnavailable])(unavailable)
+    app.exception_handler(NotFoundError)(not_served)
     app.exception_handler(Exception)(unexpected)
