@@ -15,7 +15,6 @@ export SAM_CLI_TELEMETRY := 0
 STACK       ?= kitehooks
 FN          ?= PostbackFunction
 EVENT       ?= events/postback.json
-LOCAL_URL   ?= http://127.0.0.1:3000
 
 .PHONY: help venv test lint typecheck template unit integration e2e build deploy invoke start-api bench dev postback queue sessions redrive clean
 .PHONY: logout session-status expire
@@ -88,14 +87,15 @@ clean: ## remove build output and caches
 dev: $(STAMP) ## the whole stack locally: API :3000, AWS emulator :5000, Kite simulator :5100
 	$(RUN) -m local.dev $(DEV_ARGS)
 
+# The helpers below find the running `make dev` (its ports included) through .kitehooks-dev.json.
 postback: $(STAMP) ## send a signed sample postback to the local stack (STATUS=.. ORDER_ID=..)
-	$(RUN) -m local.tools postback $(if $(STATUS),--status $(STATUS)) $(if $(ORDER_ID),--order-id $(ORDER_ID))
+	@$(RUN) -m local.tools postback $(if $(STATUS),--status $(STATUS)) $(if $(ORDER_ID),--order-id $(ORDER_ID))
 
 queue: $(STAMP) ## show the local order-update queue
-	$(RUN) -m local.tools queue
+	@$(RUN) -m local.tools queue
 
 sessions: $(STAMP) ## show the local stack's stored sessions, without their tokens
-	$(RUN) -m local.tools sessions
+	@$(RUN) -m local.tools sessions
 
 # SessionFunction of the local stack, through Lambda's Invoke API on the local API's port: the same
 # function code as deployed. USER counts only when given on the command line (the shell's $USER is

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
+from local.dev_state import DevState, remove_state, state_path, write_state
 from local.gateway import GatewayError, LocalGateway
 from local.kite_simulator import (
     DEFAULT_API_KEY,
@@ -62,10 +63,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _check_free(port: int, what: str, option: str) -> None:
+def _check_free(port: int, what: str, option: str, host: str = HOST) -> None:
     with socket.socket() as probe:
+        # As the servers bind (http.server and werkzeug set SO_REUSEADDR): connections a stopped
+        # stack left in TIME_WAIT do not block a restart, while a listening socket still does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((HOST, port))
+            probe.bind((host, port))
         except OSError:
             raise DevStackError(
                 f"port {port} ({what}) is already in use: stop what uses it, or pick another with {option}"
@@ -134,16 +138,16 @@ class DevStack:
         return self._emulator.pid if self._emulator else None
 
     def start(self) -> Self:
-        for name, what, option in (
-            ("api", "the local API", "--api-port"),
-            ("aws", "the AWS emulator", "--aws-port"),
-            ("kite", "the Kite simulator", "--kite-port"),
+        for name, what, option, host in (
+            ("api", "the local API", "--api-port", HOST),
+            ("aws", "the AWS emulator", "--aws-port", self.bind_host),
+            ("kite", "the Kite simulator", "--kite-port", self.bind_host),
         ):
             port = getattr(self.ports, name)
             if port == 0:
                 setattr(self.ports, name, _free_port())
             else:
-                _check_free(port, what, option)
+                _check_free(port, what, option, host)
         try:
             self._start_emulator()
             self._start_simulator()
@@ -230,6 +234,20 @@ class DevStack:
     ) -> None:
         self.stop()
 
+    def state(self) -> DevState:
+        """What the helpers (`make postback`, `make queue`, ...) need to find this stack."""
+        return DevState(
+            pid=os.getpid(),
+            api_url=self.api_url,
+            aws_url=self.aws_url,
+            kite_url=self.kite_url,
+            region=REGION,
+            stack_name=self.stack_name,
+            session_prefix=self.session_prefix,
+            queue_url=self.resources["OrderUpdatesQueue"]["Ref"],
+            credentials_secret=self.resources["ApiCredentialsSecret"]["Ref"],
+        )
+
     def banner(self) -> str:
         return f"""
 kitehooks is running locally.
@@ -288,12 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     except DevStackError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    state_file = state_path()
     try:
+        write_state(stack.state(), state_file)
         print(stack.banner(), flush=True)
+        print(f"The make helpers find this stack through {state_file}.\n", flush=True)
         while not stop.wait(0.5):
             pass
     finally:
         print("stopping...", flush=True)
+        remove_state(os.getpid(), state_file)
         stack.stop()
     print("stopped", flush=True)
     return 0
