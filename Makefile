@@ -17,7 +17,7 @@ FN          ?= PostbackFunction
 EVENT       ?= events/postback.json
 
 .PHONY: help venv test lint typecheck template unit integration e2e build deploy invoke start-api bench dev postback queue sessions redrive clean
-.PHONY: logout session-status expire
+.PHONY: logout session-status expire set-credentials
 
 help: ## list the commands
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,8 +58,16 @@ bench: $(STAMP) ## cold start and warm per-request figures of the postback path
 build: $(STAMP) ## sam build
 	$(BIN)/sam build
 
-deploy: build ## sam deploy (guided the first time, when samconfig has no stack yet)
-	@if grep -q '^stack_name' samconfig.toml; then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
+# The AWS credentials and region are checked before anything is built or asked. The first deploy is
+# guided (its answers are saved in samconfig.toml, s3_prefix among them); GUIDED=1 asks again.
+deploy: $(STAMP) ## check AWS credentials and region, sam build, sam deploy (guided the first time)
+	@$(PY) scripts/aws_setup.py check
+	$(BIN)/sam build
+	@if [ -z "$(GUIDED)" ] && grep -q '^s3_prefix' samconfig.toml; then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
+
+# STACK counts only when given on the command line; else samconfig.toml's stack_name (kitehooks).
+set-credentials: $(STAMP) ## store your Kite app's api_key and api_secret in the deployed stack
+	@$(PY) scripts/aws_setup.py set-credentials $(if $(filter command line,$(origin STACK)),--stack '$(STACK)') $(if $(SECRET_ID),--secret-id '$(SECRET_ID)')
 
 # On Linux, containers reach the host as host.docker.internal only with an explicit mapping.
 DOCKER_HOST_IP ?=
