@@ -37,14 +37,20 @@ class RemainingTime(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
 
-# Absolute (monotonic) ends of the limits active in the main thread, innermost last.
+# Absolute (monotonic) ends of the limits active in the main thread.
 _active: list[float] = []
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    if _active and time.monotonic() >= min(_active) - 0.001:
+    now = time.monotonic()
+    expired = [end for end in _active if end <= now + 0.001]
+    # A limit that ran out is forgotten here, before raising: however the unwinding goes (the
+    # timer can fire between a block's last line and its clean-up), it can never fire again.
+    for end in expired:
+        _active.remove(end)
+    _arm()
+    if expired:
         raise DeadlineExceeded
-    _arm()  # woken early (a limit ended meanwhile): wait for the soonest one still active
 
 
 def _arm() -> None:
@@ -64,21 +70,20 @@ def time_limit(seconds: float) -> Iterator[None]:
         return
     previous_handler = signal.signal(signal.SIGALRM, _on_alarm)
     end = time.monotonic() + seconds
-    _active.append(end)
-    _arm()
     try:
+        _active.append(end)
+        _arm()
         yield
     finally:
-        # The timer can fire in this very line and skip the rest; :func:`reset`, at the start of
-        # every invocation, makes sure such a leftover never outlives the invocation it ran out in.
-        _active.remove(end)
+        if end in _active:  # not if the alarm already forgot it
+            _active.remove(end)
         _arm()
         if not _active:
             signal.signal(signal.SIGALRM, previous_handler)
 
 
 def reset() -> None:
-    """Forget every limit: a new invocation starts with none."""
+    """Forget every limit and disarm the timer: an invocation starts and ends with none."""
     _active.clear()
     if threading.current_thread() is threading.main_thread():
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -110,8 +115,10 @@ class Deadline:
         return self.at - time.monotonic()
 
     def budget(self, most: float | None = None, keep: float = 0.0) -> float:
-        """Seconds a step may take: at most ``most``, leaving ``keep`` for the steps after it."""
-        available = self.remaining() - keep
+        """Seconds a step may take: at most ``most``, leaving ``keep`` for the steps after it, but
+        never less than half of what is left (a short Timeout shrinks every step, not just this one)."""
+        remaining = self.remaining()
+        available = remaining - min(keep, remaining / 2)
         return available if most is None else min(most, available)
 
     @contextmanager

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
 
 class HttpRequestContext(TypedDict):
     requestId: str
     http: dict[str, str]
+    timeEpoch: NotRequired[int]
 
 
 class HttpApiEvent(TypedDict):
@@ -52,6 +54,15 @@ def request_method(event: HttpApiEvent) -> str:
 
 def request_id(event: HttpApiEvent) -> str:
     return event["requestContext"]["requestId"]
+
+
+def received_at(event: HttpApiEvent) -> datetime:
+    """When API Gateway received the request (its ``timeEpoch``, in ms), else now: the order in
+    which Kite's updates arrived, whatever each invocation then waited for."""
+    epoch_ms = event["requestContext"].get("timeEpoch")
+    if isinstance(epoch_ms, int) and epoch_ms > 0:
+        return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return datetime.now(UTC)
 
 
 def raw_body(event: HttpApiEvent) -> bytes:

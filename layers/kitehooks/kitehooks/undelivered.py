@@ -59,9 +59,12 @@ def park(
     reason: str,
     order_id: str,
     request_id: str,
+    received_at: datetime | None = None,
 ) -> str:
-    """Store the raw postback; return its key, or raise :class:`ParkingFailed`."""
-    key = object_key(raw_body, verification, datetime.now(UTC))
+    """Store the raw postback under the time it was received (not the time it could be parked:
+    a call that hung for seconds must not let a later update overtake it); return its key, or
+    raise :class:`ParkingFailed`."""
+    key = object_key(raw_body, verification, received_at or datetime.now(UTC))
     try:
         s3.put_object(
             Bucket=bucket,
