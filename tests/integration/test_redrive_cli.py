@@ -224,3 +224,8 @@ def test_an_endpoint_that_is_not_running(stack: ResourceValues, emulator_env: di
 
 def test_resources_not_named(emulator_env: dict[str, str]) -> None:
     assert_fails_clearly(redrive(emulator_env, "--bucket", "b"), "give --stack, or all of")
+
+
+def test_an_endpoint_url_without_a_scheme(stack: ResourceValues, emulator_env: dict[str, str]) -> None:
+    result = redrive({**emulator_env, "AWS_ENDPOINT_URL": "localhost:5000"}, *resource_args(stack))
+    assert_fails_clearly(result, "Invalid endpoint", "http://")
