@@ -335,6 +335,12 @@ class EveryAttribute(dict[str, str]):
         return f"local-{self.logical_id}-{attribute}"
 
 
+def _optional(value: Any) -> bool:
+    """An ``!If [condition, value, !Ref AWS::NoValue]`` (either way round)."""
+    branches = value.get("Fn::If", [])[1:] if isinstance(value, dict) else []
+    return {"Ref": "AWS::NoValue"} in branches
+
+
 def test_project_functions_load_from_their_code_uri_and_layers() -> None:
     template = cfn_load(str(PROJECT_TEMPLATE))
     resources = {logical_id: EveryAttribute(logical_id) for logical_id in template["Resources"]}
@@ -348,7 +354,9 @@ def test_project_functions_load_from_their_code_uri_and_layers() -> None:
         assert (spec.code_uri / (module.replace(".", "/") + ".py")).is_file()
         assert any((layer / "kitehooks" / "__init__.py").is_file() for layer in spec.layers)
         own = template["Resources"][function_id]["Properties"].get("Environment", {}).get("Variables", {})
-        assert set(global_variables) | set(own) <= set(spec.environment)
+        # A variable that may be AWS::NoValue (an optional setting) is left out, as Lambda leaves it.
+        always = {name for name, value in {**global_variables, **own}.items() if not _optional(value)}
+        assert always <= set(spec.environment)
         assert spec.environment["AWS_LAMBDA_FUNCTION_NAME"] == function_id
 
 

@@ -32,23 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
-from local.gateway import (
-    DEFAULT_ACCOUNT_ID,
-    DEFAULT_REGION,
-    FunctionSpec,
-    GatewayRequest,
-    HttpResponse,
-    TemplateError,
-    _console,
-    _GatewayClosed,
-    _HandlerRaised,
-    _InvocationFailed,
-    function_specs,
-    load_template,
-)
+from local.gateway.console import _console
+from local.gateway.events import GatewayRequest, HttpResponse
+from local.gateway.functions import DEFAULT_ACCOUNT_ID, DEFAULT_REGION, FunctionSpec, function_specs
+from local.gateway.template import TemplateError, load_template
+from local.gateway.workers import _GatewayClosed, _HandlerRaised, _InvocationFailed
 
 if TYPE_CHECKING:
-    from local.gateway import LocalGateway
+    from local.gateway.server import LocalGateway
 
 __all__ = ["INVOKE_PATH_PREFIX", "invoke_api_response", "is_invoke_request", "unrouted_functions"]
 
