@@ -436,3 +436,18 @@ def test_a_failing_secrets_manager_is_tried_twice_in_all_and_not_read_again_at_o
         assert "unverified" in answer["reason"]
         assert failing.requests == 2
     assert [key.split("/")[1] for key in parked(stack)] == ["unverified"]
+
+
+def test_characters_sqs_cannot_carry_are_refused_before_anything_is_stored(
+    invoke: Invoke, stack: ResourceValues
+) -> None:
+    """Signed, but SQS would refuse the message for ever: parked, then refused at every redrive,
+    holding back the order's later updates. A 400 now says why instead."""
+    escaped_in_status = postback_body(TEST_API_SECRET, status="COMPLETE\x01")  # "\u0001" in the JSON
+    raw_in_body = postback_body(TEST_API_SECRET).replace(b'"XXXXXX"', '"\uffff"'.encode())  # raw U+FFFF
+    for body in (escaped_in_status, raw_in_body):
+        status, answer = invoke(body)
+        assert status == 400
+        assert "SQS cannot carry" in answer["reason"]
+    assert queued(stack) == []
+    assert parked(stack) == {}

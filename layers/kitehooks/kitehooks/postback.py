@@ -19,6 +19,8 @@ _CHECKSUM_FORMAT = re.compile(r"[0-9a-fA-F]{64}")
 # nothing SQS would refuse as a MessageGroupId: a signed postback with any other order_id could
 # never be queued, and junk with one is refused before anything is stored or logged.
 _ORDER_ID_FORMAT = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# What SQS accepts in a message body and attribute values (the XML character set).
+_NOT_FOR_SQS = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _REQUIRED_FIELDS = ("order_id", "order_timestamp", "checksum")
 _OPTIONAL_TEXT_FIELDS = ("user_id", "status")
 
@@ -92,6 +94,10 @@ def _check_text(field: str, value: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         _reject(400, f"{field} contains an unpaired surrogate escape", f"invalid_{field}")
+    # The field becomes an SQS message attribute: a character SQS refuses would keep even a
+    # genuine update out of the queue for ever (parked, then refused at every redrive).
+    if _NOT_FOR_SQS.search(value):
+        _reject(400, f"{field} contains a character SQS cannot carry", f"invalid_{field}")
 
 
 def parse_postback(body: bytes, max_bytes: int) -> SignedPostback:
@@ -122,6 +128,8 @@ def parse_postback(body: bytes, max_bytes: int) -> SignedPostback:
         )
     except RecursionError:
         _reject(400, "body is nested too deeply", "malformed_json")
+    if _NOT_FOR_SQS.search(text):
+        _reject(400, "body contains a character SQS cannot carry (such as U+FFFF)", "invalid_character")
     if not isinstance(document, dict):
         _reject(400, f"body must be a JSON object, got {_json_type(document)}", "not_an_object")
 
