@@ -1,173 +1,659 @@
-"""Postback path benchmarks (``make bench``).
+"""``make bench``: the postback path side by side with a minimal baseline, in one run.
 
-1. Cold start: the postback function's init (import of its handler module, as Lambda does it)
-   against the floor ``import boto3; boto3.client("sqs")``, each in fresh interpreters, runs
-   interleaved, medians compared. The goal is a ratio within 1.15.
-2. First request and warm requests: the handler invoked in one process against a moto server
-   running in another process over HTTP.
+Every figure is printed with its baseline from the same run and the ratio, because the machine
+is shared and absolute times move with its load. Medians throughout.
+
+1. Whole first invocation (import + first request, as Lambda's first invoke of a container) in
+   fresh interpreters, kinds interleaved run by run: the postback function against
+   ``benchmarks/baseline_postback.py`` and against the boto3 floor (``import boto3`` and the
+   clients the function needs); the callback function against its boto3 floor.
+2. Warm requests in one process, interleaved in blocks: the postback handler and the baseline,
+   against a moto server over HTTP and then with ``send_message`` stubbed (botocore's Stubber on
+   both sides' SQS clients), at the template's default log level (INFO). CPU is this process's
+   CPU time per request (the emulator runs in another process); wall is the request's elapsed time.
+3. Log bytes per accepted, forged (403) and malformed (400) postback, metrics lines included;
+   Secrets Manager calls per 1,000 warm postbacks.
+4. The layer zipped and unzipped (its requirements installed for arm64, as ``sam build`` would),
+   and its largest parts.
+5. Cost per million postbacks at ap-south-1 list prices, from the figures above.
+
+Writes the table to stdout and benchmarks/RESULTS.md, and every figure to benchmarks/results.json.
+Environment: BENCH_COLD_RUNS (default 21), BENCH_WARM_ROUNDS (20), BENCH_QUICK=1 (a smoke run:
+few samples, no layer build), BENCH_OUTPUT (folder for RESULTS.md and results.json).
 """
 
 from __future__ import annotations
 
+import datetime
+import gc
 import json
+import math
 import os
+import platform
+import random
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
 LAYER = ROOT / "layers" / "kitehooks"
-CODE_URI = ROOT / "functions" / "postback"
-RUNS = int(os.environ.get("BENCH_COLD_RUNS", "21"))
-WARM_REQUESTS = int(os.environ.get("BENCH_WARM_REQUESTS", "200"))
-GOAL = 1.15
+POSTBACK = ROOT / "functions" / "postback"
+CALLBACK = ROOT / "functions" / "callback"
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "2" if QUICK else "21"))
+WARM_ROUNDS = int(os.environ.get("BENCH_WARM_ROUNDS", "2" if QUICK else "20"))
+WARM_PER_ROUND = 5 if QUICK else 25
+STUBBED_PER_ROUND = 10 if QUICK else 100
+SECRETS_WINDOW = 20 if QUICK else 1000
+LOG_SAMPLES = 10 if QUICK else 200
+OUTPUT = Path(os.environ.get("BENCH_OUTPUT") or BENCH)
+REGION = "ap-south-1"
+API_KEY, API_SECRET = "bench_api_key", "bench-api-secret-0hdv7iw5"
 
-FLOOR = "import boto3\nboto3.client('sqs')\n"
-POSTBACK_INIT = f"import sys\nsys.path[:0] = [{str(CODE_URI)!r}, {str(LAYER)!r}]\nimport app\n"
+GOALS = {
+    "first_invocation_vs_baseline": 1.10,
+    "warm_cpu_emulator_vs_baseline": 1.10,
+    "warm_cpu_stubbed_vs_baseline": 4.0,
+    "log_bytes_per_accepted": 300,
+    "cost_per_million_usd": 1.85,
+}
 
-
-def timed_child(code: str) -> float:
-    """Milliseconds the code takes in a new interpreter (its own start-up excluded)."""
-    wrapper = (
-        "import time\n_start = time.perf_counter()\n"
-        + code
-        + "print((time.perf_counter() - _start) * 1000)\n"
-    )
-    env = {
-        **os.environ,
-        "AWS_DEFAULT_REGION": "ap-south-1",
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-    }
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", wrapper],
-        env=env,
-        cwd="/",
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return float(result.stdout.strip().splitlines()[-1])
+# ap-south-1 (Mumbai) list prices, USD, first pricing tier; update them here when AWS changes them.
+PRICES = {
+    "lambda_arm64_gb_second": 0.0000133334,
+    "lambda_request": 0.20 / 1e6,
+    "http_api_request": 1.00 / 1e6,  # first 300 million a month
+    "sqs_fifo_request": 0.50 / 1e6,  # one request per 64 KB chunk: a postback is ~1.5 KB
+    "logs_ingested_gb": 0.50,  # CloudWatch Logs, standard class; GB = 2**30 bytes
+}
+MEMORY_GB = 512 / 1024  # the template's MemorySize
 
 
-def cold_start() -> dict[str, float]:
-    floor: list[float] = []
-    postback: list[float] = []
-    timed_child(FLOOR)  # warm the OS file cache once, for both alike
-    for _ in range(RUNS):
-        floor.append(timed_child(FLOOR))
-        postback.append(timed_child(POSTBACK_INIT))
-    return {"floor_ms": statistics.median(floor), "postback_ms": statistics.median(postback)}
+# --------------------------------------------------------------------------------------------
+# The emulator and the resources
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def warm_requests() -> dict[str, float]:
-    port = free_port()
+@contextmanager
+def moto_server() -> Iterator[str]:
+    port = _free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
+        for _ in range(200):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
                 time.sleep(0.1)
-        os.environ.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-            AWS_DEFAULT_REGION="ap-south-1",
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            POWERTOOLS_SERVICE_NAME="kitehooks",
-            POWERTOOLS_METRICS_NAMESPACE="kitehooks",
-            POWERTOOLS_LOG_LEVEL="WARNING",
-        )
-        sys.path[:0] = [str(ROOT), str(LAYER), str(CODE_URI)]
-        from local.provision import provision
-        from local.samples import http_api_event, postback_body
-
-        secret = "bench-secret"
-        stack = provision(
-            ROOT / "template.yaml",
-            stack_name=f"bench{uuid.uuid4().hex[:6]}",
-            secret_values={"ApiCredentialsSecret": json.dumps({"api_key": "bench", "api_secret": secret})},
-        )
-        os.environ.update(
-            ORDER_UPDATES_QUEUE_URL=stack["OrderUpdatesQueue"]["Ref"],
-            UNDELIVERED_BUCKET=stack["UndeliveredPostbacksBucket"]["Ref"],
-            API_CREDENTIALS_SECRET_ID=stack["ApiCredentialsSecret"]["Ref"],
-        )
-
-        class Context:
-            function_name = "bench"
-            memory_limit_in_mb = 512
-            invoked_function_arn = "arn:aws:lambda:ap-south-1:123456789012:function:bench"
-            aws_request_id = "bench"
-
-        start = time.perf_counter()
-        import app  # type: ignore[import-not-found]  # the function folder, put on sys.path above
-
-        events = [
-            http_api_event("POST", "/postback", postback_body(secret, order_id=f"2203030{i:08d}"))
-            for i in range(WARM_REQUESTS + 1)
-        ]
-        sink = open(os.devnull, "w")  # noqa: SIM115 - Metrics prints EMF lines to stdout
-        real_stdout, sys.stdout = sys.stdout, sink
-        try:
-            first = app.handler(events[0], Context())
-            first_ms = (time.perf_counter() - start) * 1000
-            timings = []
-            for event in events[1:]:
-                began = time.perf_counter()
-                response = app.handler(event, Context())
-                timings.append((time.perf_counter() - began) * 1000)
-                assert response["statusCode"] == 200, response
-        finally:
-            sys.stdout = real_stdout
-        assert first["statusCode"] == 200, first
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "pydantic"))
-        timings.sort()
-        return {
-            "first_request_ms": first_ms,
-            "warm_median_ms": statistics.median(timings),
-            "warm_p95_ms": timings[int(len(timings) * 0.95) - 1],
-            "heavy_modules_loaded": float(len(heavy)),
-        }
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
-def main() -> int:
-    print(f"cold start: {RUNS} interleaved runs each, fresh interpreters (python {sys.version.split()[0]})")
-    cold = cold_start()
-    ratio = cold["postback_ms"] / cold["floor_ms"]
-    verdict = "ok" if ratio <= GOAL else "OVER GOAL"
-    print(f"  floor  import boto3; boto3.client('sqs')   median {cold['floor_ms']:7.1f} ms")
-    print(f"  postback function init (import app)       median {cold['postback_ms']:7.1f} ms")
-    print(f"  ratio {ratio:.3f} (goal <= {GOAL}): {verdict}")
-    warm = warm_requests()
-    print(f"requests against a moto server over HTTP ({WARM_REQUESTS} warm):")
-    print(f"  first request (app import + secret read)  {warm['first_request_ms']:7.1f} ms (boto3 loaded)")
-    print(
-        f"  warm per request                          median {warm['warm_median_ms']:6.2f} ms, "
-        f"p95 {warm['warm_p95_ms']:6.2f} ms"
+def _environment(endpoint: str) -> dict[str, str]:
+    """What every function gets, as the template sets it (LogLevel at its default, INFO)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "POWERTOOLS_SERVICE_NAME": "kitehooks",
+        "POWERTOOLS_METRICS_NAMESPACE": "kitehooks",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "AWS_LAMBDA_LOG_LEVEL": "INFO",
+        "CREDENTIALS_CACHE_SECONDS": "300",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 1. First invocations in fresh interpreters
+
+
+def _first_invocation(
+    kind: str, code_uri: Path, event: dict[str, Any], env: dict[str, str]
+) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, "-I", str(BENCH / "first_invocation.py"), kind, str(code_uri), str(LAYER)],
+        input=json.dumps(event),
+        env=env,
+        cwd=str(BENCH),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
-    print(f"  requests/pydantic modules loaded: {int(warm['heavy_modules_loaded'])}")
-    return 0 if ratio <= GOAL else 1
+    figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    if kind in ("baseline", "function") and figures["status"] not in (200, 302):
+        raise RuntimeError(f"{kind} in {code_uri.name} answered {figures['status']}: {result.stdout[-2000:]}")
+    return figures
+
+
+def first_invocations(endpoint: str, stack: dict[str, Any], stack_name: str) -> dict[str, Any]:
+    from kitehooks import login_state
+    from kitehooks.login import state_cookie_name
+    from local.kite_simulator import KiteSimulator
+    from local.samples import http_api_event, postback_body
+
+    base = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "POWERTOOLS_", "KITE_")) and key != "PYTHONPATH"
+    }
+    common = {
+        **base,
+        **_environment(endpoint),
+        "API_CREDENTIALS_SECRET_ID": stack["ApiCredentialsSecret"]["Ref"],
+    }
+    postback_env = {
+        **common,
+        "ORDER_UPDATES_QUEUE_URL": stack["OrderUpdatesQueue"]["Ref"],
+        "UNDELIVERED_BUCKET": stack["UndeliveredPostbacksBucket"]["Ref"],
+    }
+    samples: dict[str, list[dict[str, float]]] = {
+        k: [] for k in ("floor-postback", "baseline", "postback", "floor-callback", "callback")
+    }
+    with KiteSimulator(
+        api_key=API_KEY, api_secret=API_SECRET, redirect_url="https://bench.example/callback"
+    ) as sim:
+        from urllib.parse import parse_qs, urlsplit
+
+        import requests
+
+        callback_env = {
+            **common,
+            "SESSION_PREFIX": f"{stack_name}/sessions",
+            "LOGIN_STATES_TABLE": stack["LoginStatesTable"]["Ref"],
+            "KITE_API_ROOT": sim.url,
+            "KITE_LOGIN_URL": sim.url + "/connect/login",
+            "KITE_READ_TIMEOUT_SECONDS": "10",
+        }
+        _first_invocation("floor-postback", POSTBACK, {}, postback_env)  # warm the OS file cache once
+        for run in range(COLD_RUNS):
+            location = requests.get(sim.login_url(), allow_redirects=False, timeout=5).headers["Location"]
+            request_token = parse_qs(urlsplit(location).query)["request_token"][0]
+            nonce = login_state.new_nonce()
+            state = login_state.sign_state(API_SECRET, nonce, int(time.time()) + 600, None)
+            callback_event = http_api_event(
+                "GET",
+                "/callback",
+                query=f"action=login&type=login&status=success&request_token={request_token}&state={state}",
+                cookies=[f"{state_cookie_name(True)}={nonce}"],
+            )
+            body = postback_body(API_SECRET, order_id=f"31{run:013d}")
+            postback_event = http_api_event("POST", "/postback", body, request_id=f"first-{run}")
+            kinds: list[tuple[str, str, Path, dict[str, Any], dict[str, str]]] = [
+                ("floor-postback", "floor-postback", POSTBACK, {}, postback_env),
+                ("baseline", "baseline", BENCH, postback_event, postback_env),
+                ("postback", "function", POSTBACK, postback_event, postback_env),
+                ("floor-callback", "floor-callback", CALLBACK, {}, callback_env),
+                ("callback", "function", CALLBACK, callback_event, callback_env),
+            ]
+            random.Random(run).shuffle(kinds)  # noqa: S311 - an order, not a secret: no kind always runs right after another
+            for name, kind, code_uri, event, env in kinds:
+                samples[name].append(_first_invocation(kind, code_uri, event, env))
+    medians = {
+        name: {
+            "wall_ms": statistics.median(s["wall_ms"] for s in runs),
+            "cpu_ms": statistics.median(s["cpu_ms"] for s in runs),
+        }
+        for name, runs in samples.items()
+    }
+    return {"runs": COLD_RUNS, "medians": medians}
+
+
+# --------------------------------------------------------------------------------------------
+# 2-3. Warm requests, log bytes and Secrets Manager reads, in this process
+
+
+class CountingSink:
+    """Stands in for Lambda's stdout/stderr: counts what the function writes, keeps nothing."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.bytes = 0
+        self.lines = 0
+        self.kept: list[str] | None = [] if keep else None
+
+    def write(self, text: str) -> int:
+        self.bytes += len(text.encode("utf-8"))
+        self.lines += text.count("\n")
+        if self.kept is not None:
+            self.kept.extend(line for line in text.splitlines() if line.strip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def captured(sink: CountingSink) -> Iterator[None]:
+    real: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
+    sys.stdout = sys.stderr = sink
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = real
+
+
+class Context:
+    function_name = "kitehooks-bench"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:ap-south-1:123456789012:function:kitehooks-bench"
+    aws_request_id = "11111111-2222-3333-4444-555555555555"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 28_000
+
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def _timed(handler: Handler, events: list[dict[str, Any]], expect: int) -> tuple[list[float], list[float]]:
+    cpu_us: list[float] = []
+    wall_us: list[float] = []
+    context = Context()
+    for event in events:
+        wall, cpu = time.perf_counter_ns(), time.process_time_ns()
+        response = handler(event, context)
+        cpu_us.append((time.process_time_ns() - cpu) / 1000)
+        wall_us.append((time.perf_counter_ns() - wall) / 1000)
+        if response["statusCode"] != expect:
+            raise RuntimeError(f"expected {expect}, got {response}")
+    return cpu_us, wall_us
+
+
+def _interleaved(
+    sides: dict[str, Handler],
+    make_events: Callable[[str, int], list[dict[str, Any]]],
+    per_round: int,
+    before_block: Callable[[str, int], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    samples: dict[str, dict[str, list[float]]] = {name: {"cpu": [], "wall": []} for name in sides}
+    sinks = {name: CountingSink() for name in sides}
+    for round_index in range(WARM_ROUNDS):
+        order = list(sides.items())
+        if round_index % 2:
+            order.reverse()  # neither side always runs first
+        for name, handler in order:
+            events = make_events(name, per_round)
+            if before_block is not None:
+                before_block(name, per_round)
+            gc.collect()
+            with captured(sinks[name]):
+                cpu, wall = _timed(handler, events, 200)
+            samples[name]["cpu"] += cpu
+            samples[name]["wall"] += wall
+    return {
+        name: {
+            "cpu_us": statistics.median(values["cpu"]),
+            "wall_us": statistics.median(values["wall"]),
+            "requests": float(len(values["cpu"])),
+            "log_bytes_per_request": sinks[name].bytes / len(values["cpu"]),
+        }
+        for name, values in samples.items()
+    }
+
+
+def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
+    from botocore.stub import Stubber
+
+    from local.samples import http_api_event, postback_body
+
+    os.environ.update(_environment(endpoint))
+    os.environ.update(
+        ORDER_UPDATES_QUEUE_URL=stack["OrderUpdatesQueue"]["Ref"],
+        UNDELIVERED_BUCKET=stack["UndeliveredPostbacksBucket"]["Ref"],
+        API_CREDENTIALS_SECRET_ID=stack["ApiCredentialsSecret"]["Ref"],
+    )
+    sys.path[:0] = [str(POSTBACK), str(BENCH)]
+    import app  # type: ignore[import-not-found]  # functions/postback, put on sys.path above
+    import baseline_postback  # type: ignore[import-not-found]  # benchmarks/, put on sys.path above
+
+    from kitehooks import aws
+
+    counter = iter(range(10**9))
+
+    def events(name: str, count: int, secret: str = API_SECRET) -> list[dict[str, Any]]:
+        made = []
+        for _ in range(count):
+            number = next(counter)
+            body = postback_body(secret, order_id=f"32{number:013d}", status="COMPLETE")
+            made.append(http_api_event("POST", "/postback", body, request_id=f"Ab1CdEfGhI{number:06d}"))
+        return made
+
+    sides: dict[str, Handler] = {"baseline": baseline_postback.handler, "postback": app.handler}
+    sink = CountingSink()
+    with captured(sink):  # the first request of each (the secret read) is not a warm one
+        _timed(baseline_postback.handler, events("baseline", 2), 200)
+        _timed(app.handler, events("postback", 2), 200)
+
+    emulator = _interleaved(sides, events, WARM_PER_ROUND)
+
+    # Secrets Manager reads over SECRETS_WINDOW warm postbacks (the secret is cached for 300 s).
+    reads = 0
+
+    def count_read(**_: Any) -> None:
+        nonlocal reads
+        reads += 1
+
+    aws.secretsmanager_client().meta.events.register("before-send.secrets-manager.GetSecretValue", count_read)
+    window = CountingSink()
+    with captured(window):
+        _timed(app.handler, events("postback", SECRETS_WINDOW), 200)
+    secrets_per_1000 = reads * 1000 / SECRETS_WINDOW
+
+    # Log bytes by outcome, metrics lines included, at the default level.
+    by_outcome: dict[str, float] = {}
+    outcomes = {
+        "accepted": (events("postback", LOG_SAMPLES), 200),
+        "forged_403": (
+            [
+                http_api_event("POST", "/postback", postback_body("not-the-secret", order_id=f"33{i:013d}"))
+                for i in range(LOG_SAMPLES)
+            ],
+            403,
+        ),
+        "malformed_400": ([http_api_event("POST", "/postback", b"[]") for _ in range(LOG_SAMPLES)], 400),
+    }
+    for outcome, (outcome_events, status) in outcomes.items():
+        outcome_sink = CountingSink()
+        with captured(outcome_sink):
+            _timed(app.handler, outcome_events, status)
+        by_outcome[outcome] = outcome_sink.bytes / LOG_SAMPLES
+        by_outcome[outcome + "_lines"] = outcome_sink.lines / LOG_SAMPLES
+    sample_sink = CountingSink(keep=True)
+    with captured(sample_sink):
+        app.handler(events("postback", 1)[0], Context())
+        app.handler(http_api_event("POST", "/postback", b"[]"), Context())
+
+    # The same requests with send_message stubbed on both sides: no I/O, only each side's own work.
+    stubbers = {
+        "baseline": Stubber(baseline_postback.sqs),
+        "postback": Stubber(aws.sqs_client()),
+    }
+    for stubber in stubbers.values():
+        stubber.activate()
+
+    def queue_answers(name: str, count: int) -> None:
+        for _ in range(count):
+            stubbers[name].add_response(
+                "send_message", {"MessageId": str(uuid.uuid4()), "MD5OfMessageBody": "0" * 32}
+            )
+
+    stubbed = _interleaved(sides, events, STUBBED_PER_ROUND, before_block=queue_answers)
+    for stubber in stubbers.values():
+        stubber.deactivate()
+    heavy = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("requests", "pydantic")})
+    return {
+        "emulator": emulator,
+        "stubbed": stubbed,
+        "secrets_manager_reads_per_1000_warm": secrets_per_1000,
+        "log_bytes": by_outcome,
+        "sample_lines": sample_sink.kept,
+        "heavy_modules_loaded": heavy,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 4. The layer
+
+
+def layer_size() -> dict[str, Any]:
+    """The layer as ``sam build`` makes it (``python/`` + its requirements for arm64), zipped."""
+    if QUICK:
+        return {"skipped": "BENCH_QUICK"}
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "python"
+        install = subprocess.run(
+            [
+                sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                "--target", str(target), "--platform", "manylinux2014_aarch64", "--implementation", "cp",
+                "--python-version", "3.13", "--only-binary=:all:", "-r", str(LAYER / "requirements.txt"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )  # fmt: skip
+        if install.returncode != 0:
+            return {"unavailable": install.stderr.strip().splitlines()[-1:]}
+        shutil.copytree(
+            LAYER / "kitehooks", target / "kitehooks", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        archive = Path(scratch) / "layer.zip"
+        unzipped: dict[str, int] = {}
+        zipped: dict[str, int] = {}
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as layer_zip:
+            for path in sorted(target.rglob("*")):
+                if path.is_file():
+                    layer_zip.write(path, path.relative_to(scratch).as_posix())
+            for info in layer_zip.infolist():
+                part = info.filename.split("/")[1]
+                part = part.split("-")[0] if part.endswith(".dist-info") else part
+                unzipped[part] = unzipped.get(part, 0) + info.file_size
+                zipped[part] = zipped.get(part, 0) + info.compress_size
+        largest = sorted(unzipped, key=lambda part: -unzipped[part])[:6]
+        return {
+            "zipped_bytes": archive.stat().st_size,
+            "unzipped_bytes": sum(unzipped.values()),
+            "largest_parts": [
+                {"part": part, "unzipped_bytes": unzipped[part], "zipped_bytes": zipped[part]}
+                for part in largest
+            ],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Cost
+
+
+def cost_per_million(duration_ms: float, log_bytes: float) -> dict[str, float]:
+    billed_ms = math.ceil(duration_ms)  # Lambda bills whole milliseconds
+    parts = {
+        "http_api": PRICES["http_api_request"] * 1e6,
+        "lambda_requests": PRICES["lambda_request"] * 1e6,
+        "lambda_compute": PRICES["lambda_arm64_gb_second"] * MEMORY_GB * billed_ms / 1000 * 1e6,
+        "sqs_fifo": PRICES["sqs_fifo_request"] * 1e6,
+        "logs": PRICES["logs_ingested_gb"] * log_bytes / 2**30 * 1e6,
+    }
+    return {**parts, "billed_ms": float(billed_ms), "total": sum(parts.values())}
+
+
+COST_FORMULA = (
+    "per million = 1e6 x (HTTP API request + Lambda request + SQS FIFO request"
+    " + 0.5 GB x ceil(warm wall ms)/1000 x GB-s price + log bytes/2^30 x ingestion price per GB)"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+def _machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "cpu model")):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": platform.platform(),
+        "cpu": f"{model} ({os.cpu_count()} cores)",
+        "python": platform.python_version(),
+        "load_average": " ".join(f"{value:.2f}" for value in os.getloadavg()),
+    }
+
+
+def _verdict(value: float, goal: float) -> str:
+    return "met" if value <= goal else "MISSED"
+
+
+def report(results: dict[str, Any]) -> str:
+    first = results["first_invocation"]["medians"]
+    warm_results = results["warm"]
+    emulator, stubbed = warm_results["emulator"], warm_results["stubbed"]
+    logs = warm_results["log_bytes"]
+    costs = results["cost_per_million"]
+    ratios = results["ratios"]
+    machine = results["machine"]
+    post, base, floor = first["postback"], first["baseline"], first["floor-postback"]
+    post_cost, base_cost = costs["postback"]["total"], costs["baseline"]["total"]
+    reads = warm_results["secrets_manager_reads_per_1000_warm"]
+    rows: list[tuple[str, float, float, float | None, str | None]] = [
+        ("Whole first invocation, postback (wall ms)", post["wall_ms"], base["wall_ms"],
+         ratios["first_invocation_vs_baseline"], "first_invocation_vs_baseline"),
+        ("  same, CPU ms", post["cpu_ms"], base["cpu_ms"], post["cpu_ms"] / base["cpu_ms"], None),
+        ("  postback vs boto3 floor (import boto3 + SQS client)", post["wall_ms"], floor["wall_ms"],
+         post["wall_ms"] / floor["wall_ms"], None),
+        ("  baseline vs boto3 floor", base["wall_ms"], floor["wall_ms"],
+         base["wall_ms"] / floor["wall_ms"], None),
+        ("Whole first invocation, callback vs its boto3 floor (wall ms)", first["callback"]["wall_ms"],
+         first["floor-callback"]["wall_ms"],
+         first["callback"]["wall_ms"] / first["floor-callback"]["wall_ms"], None),
+        ("Warm CPU per request, moto server (µs)", emulator["postback"]["cpu_us"],
+         emulator["baseline"]["cpu_us"], ratios["warm_cpu_emulator_vs_baseline"],
+         "warm_cpu_emulator_vs_baseline"),
+        ("Warm wall per request, moto server (µs)", emulator["postback"]["wall_us"],
+         emulator["baseline"]["wall_us"], emulator["postback"]["wall_us"] / emulator["baseline"]["wall_us"],
+         None),
+        ("Warm CPU per request, send_message stubbed (µs)", stubbed["postback"]["cpu_us"],
+         stubbed["baseline"]["cpu_us"], ratios["warm_cpu_stubbed_vs_baseline"],
+         "warm_cpu_stubbed_vs_baseline"),
+        ("Warm wall per request, send_message stubbed (µs)", stubbed["postback"]["wall_us"],
+         stubbed["baseline"]["wall_us"], stubbed["postback"]["wall_us"] / stubbed["baseline"]["wall_us"],
+         None),
+        ("Log bytes per accepted postback (INFO)", logs["accepted"], 0.0, None, "log_bytes_per_accepted"),
+        ("Log bytes per forged postback (403)", logs["forged_403"], 0.0, None, None),
+        ("Log bytes per malformed postback (400)", logs["malformed_400"], 0.0, None, None),
+        ("Secrets Manager reads per 1,000 warm postbacks", reads, 0.0, None, None),
+        ("Cost per million postbacks (USD)", post_cost, base_cost, post_cost / base_cost,
+         "cost_per_million_usd"),
+    ]  # fmt: skip
+    lines = [
+        "| Figure | kitehooks | baseline | ratio | goal |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for label, value, baseline, ratio, goal_key in rows:
+        goal = ""
+        if goal_key is not None:
+            bound = GOALS[goal_key]
+            measured = ratio if ratio is not None and goal_key.endswith("vs_baseline") else value
+            unit = "x" if goal_key.endswith("vs_baseline") else ""
+            goal = f"<= {bound:g}{unit}: {_verdict(measured, bound)}"
+        ratio_text = "" if ratio is None else f"{ratio:.2f}x"
+        lines.append(f"| {label} | {value:,.2f} | {baseline:,.2f} | {ratio_text} | {goal} |")
+    layer = results["layer"]
+    text = [
+        "# kitehooks benchmark results",
+        "",
+        f"Run: {machine['date']} on {machine['cpu']}, {machine['platform']}, Python {machine['python']}, "
+        f"load average {machine['load_average']} at the end (a shared machine: compare ratios, not times).",
+        f"First invocations: {results['first_invocation']['runs']} runs of each kind in fresh interpreters, "
+        f"interleaved; warm: {WARM_ROUNDS} interleaved rounds; medians.",
+        "",
+        *lines,
+        "",
+        "Cost per million postbacks: " + COST_FORMULA + ".",
+        "Prices (ap-south-1, USD): " + ", ".join(f"{k} {v:.10g}" for k, v in PRICES.items()) + ".",
+        "kitehooks: " + ", ".join(f"{k} {v:.4f}" for k, v in costs["postback"].items()) + ".",
+        "baseline: " + ", ".join(f"{k} {v:.4f}" for k, v in costs["baseline"].items()) + ".",
+        "",
+    ]
+    if "zipped_bytes" in layer:
+        text.append(
+            f"Layer: {layer['zipped_bytes'] / 1e6:.2f} MB zipped, "
+            f"{layer['unzipped_bytes'] / 1e6:.2f} MB unzipped; "
+            "largest parts (unzipped / zipped MB): "
+            + ", ".join(
+                f"{p['part']} {p['unzipped_bytes'] / 1e6:.2f} / {p['zipped_bytes'] / 1e6:.2f}"
+                for p in layer["largest_parts"]
+            )
+            + "."
+        )
+    else:
+        text.append(f"Layer: not measured ({layer}).")
+    text += ["", "Sample lines (an accepted postback, then a malformed one):", "", "```"]
+    text += [*warm_results["sample_lines"], "```", ""]
+    return "\n".join(text)
+
+
+def main() -> int:
+    sys.path[:0] = [str(ROOT), str(LAYER)]
+    from local.provision import provision
+
+    with moto_server() as endpoint:
+        os.environ.update(_environment(endpoint))
+        stack_name = f"bench{uuid.uuid4().hex[:6]}"
+        stack: dict[str, Any] = provision(
+            ROOT / "template.yaml",
+            stack_name=stack_name,
+            region=REGION,
+            secret_values={
+                "ApiCredentialsSecret": json.dumps({"api_key": API_KEY, "api_secret": API_SECRET})
+            },
+        )
+        first = first_invocations(endpoint, stack, stack_name)
+        warm_results = warm(endpoint, stack)
+    layer = layer_size()
+    emulator = warm_results["emulator"]
+    costs = {
+        "postback": cost_per_million(
+            emulator["postback"]["wall_us"] / 1000, warm_results["log_bytes"]["accepted"]
+        ),
+        "baseline": cost_per_million(emulator["baseline"]["wall_us"] / 1000, 0.0),
+    }
+    medians = first["medians"]
+    ratios = {
+        "first_invocation_vs_baseline": medians["postback"]["wall_ms"] / medians["baseline"]["wall_ms"],
+        "warm_cpu_emulator_vs_baseline": emulator["postback"]["cpu_us"] / emulator["baseline"]["cpu_us"],
+        "warm_cpu_stubbed_vs_baseline": warm_results["stubbed"]["postback"]["cpu_us"]
+        / warm_results["stubbed"]["baseline"]["cpu_us"],
+    }
+    results = {
+        "machine": _machine(),
+        "first_invocation": first,
+        "warm": warm_results,
+        "layer": layer,
+        "prices": PRICES,
+        "cost_formula": COST_FORMULA,
+        "cost_per_million": costs,
+        "ratios": ratios,
+        "goals": GOALS,
+    }
+    text = report(results)
+    print(text)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    previous = OUTPUT / "RESULTS.md"
+    notes = ""
+    if previous.exists() and "\n## Notes" in previous.read_text():
+        notes = previous.read_text()[previous.read_text().index("\n## Notes") :]
+    previous.write_text(text + notes)
+    return 0
 
 
 if __name__ == "__main__":

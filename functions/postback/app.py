@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.logging import correlation_paths
 
 from kitehooks import aws, receiver
 from kitehooks.deadline import Deadline
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
+receiver.use_postback_log_lines(logger)
 metrics = Metrics()
 aws.sqs_client()  # made during init, once per container
 
@@ -30,16 +30,25 @@ aws.sqs_client()  # made during init, once per container
 ANSWER_MARGIN_SECONDS = 2.5
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-@metrics.log_metrics
+# Neither @logger.inject_lambda_context nor @metrics.log_metrics, on purpose (see kitehooks.receiver):
+# each line carries the API Gateway request id as correlation_id itself, the accepted and rejected
+# lines carry their own metric, and only the rarer outcomes leave metrics to flush here.
 def handler(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:
+    try:
+        return _answer(event, context)
+    finally:
+        if metrics.metric_set:
+            metrics.flush_metrics()
+
+
+def _answer(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:
     if request_method(event) != "POST":
-        receiver.count_rejection("wrong_method")
+        receiver.count_rejection("wrong_method", 405, {"correlation_id": request_id(event)})
         return json_response(405, {"status": "rejected", "reason": "use POST"}, headers={"Allow": "POST"})
     try:
         body = raw_body(event)
     except BodyNotDecodable as error:
-        receiver.count_rejection("invalid_base64")
+        receiver.count_rejection("invalid_base64", 400, {"correlation_id": request_id(event)})
         return json_response(400, {"status": "rejected", "reason": str(error)})
     deadline = Deadline.from_context(context, ANSWER_MARGIN_SECONDS)
     outcome = receiver.receive(body, request_id(event), deadline)
