@@ -248,7 +248,12 @@ class DevStack:
             credentials_secret=self.resources["ApiCredentialsSecret"]["Ref"],
         )
 
-    def banner(self) -> str:
+    def banner(self, state_file: Path | None = None) -> str:
+        found = (
+            f"  The make helpers find this stack, its ports included, through {state_file}.\n"
+            if state_file
+            else ""
+        )
         return f"""
 kitehooks is running locally.
 
@@ -266,7 +271,7 @@ Next:
   3. make postback     # a signed sample postback, as Kite would send it
   4. make queue        # the order update waiting in the FIFO queue
   5. make session-status USER={self.user_id}; make logout USER={self.user_id}; make expire
-
+{found}
 Your own code (kitehooks.client) against this stack:
   export KITEHOOKS_SESSION_PREFIX={self.session_prefix} KITEHOOKS_SESSION_FUNCTION=SessionFunction
   export AWS_ENDPOINT_URL={self.aws_url} AWS_ENDPOINT_URL_LAMBDA={self.api_url} KITE_API_ROOT={self.kite_url}
@@ -309,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     state_file = state_path()
     try:
         write_state(stack.state(), state_file)
-        print(stack.banner(), flush=True)
-        print(f"The make helpers find this stack through {state_file}.\n", flush=True)
+        shown = state_file.relative_to(ROOT) if state_file.is_relative_to(ROOT) else state_file
+        print(stack.banner(shown), flush=True)
         while not stop.wait(0.5):
             pass
     finally:

@@ -218,7 +218,9 @@ def show_sessions(aws_url: str, session_prefix: str = SESSION_PREFIX, api_url: s
             s["Name"] for s in listing.get("SecretList", []) if s["Name"].startswith(f"{session_prefix}/")
         )
         if not names:
-            print(f"no sessions yet: log in at {api_url or 'the local API'}/login")
+            print(
+                f"no sessions yet: log in at {api_url}/login" if api_url else "no sessions yet: log in first"
+            )
             return 0
         _print_sessions(secrets, names)
     return 0
