@@ -9,13 +9,13 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kitehooks.callback import complete_login
+from kitehooks.callback import BrowserCookies, complete_login
 from kitehooks.clock import utc_now
 from kitehooks.config import callback_settings
 from kitehooks.credentials import api_credentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.login import Page, state_cookie, state_cookie_name
-from kitehooks.pages import is_https, register_error_pages, render, request_cookie
+from kitehooks.login import Page, completed_cookie_name, state_cookie_name
+from kitehooks.pages import base_path, is_https, register_error_pages, render, request_cookie
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -43,17 +43,22 @@ def callback() -> Response[str]:
                 for key, value in (event.query_string_parameters or {}).items()
                 if isinstance(value, str)
             }
-            cookie_nonce = request_cookie(event, state_cookie_name(secure))
-            page = complete_login(settings, credentials, query, cookie_nonce, secure, utc_now(), deadline)
+            cookies = BrowserCookies(
+                login=request_cookie(event, state_cookie_name(secure)),
+                completed=request_cookie(event, completed_cookie_name(secure)),
+            )
+            page = complete_login(
+                settings, credentials, query, cookies, secure, utc_now(), deadline, base_path(event)
+            )
     except DeadlineExceeded:
         logger.error("login timed out before it could be completed")
+        # The login cookie stays: it may hold other tabs' logins, and this state is used or expires.
         page = Page(
             503,
             "Login is taking too long",
             "kitehooks could not complete the login in time. Please start again from /login.",
-            cookies=[state_cookie("", 0, secure)],
         )
-    return render(page)
+    return render(page, base_path(event))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

@@ -17,7 +17,7 @@ import pytest
 import requests
 from kiteconnect import KiteConnect
 
-from kitehooks.login import state_cookie_name
+from kitehooks.login import completed_cookie_name, state_cookie_name
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from local.samples import http_api_event
@@ -59,9 +59,31 @@ class Browser:
     def login_cookie(self) -> str:
         return state_cookie_name(self.https)
 
-    def call(self, function: str, path: str, query: str = "") -> Answer:
+    @property
+    def completed_cookie(self) -> str:
+        return completed_cookie_name(self.https)
+
+    def call(
+        self,
+        function: str,
+        path: str,
+        query: str = "",
+        host: str = "kitehooks.example",
+        stage: str = "$default",
+    ) -> Answer:
         cookies = [f"{name}={value}" for name, value in self.jar.items()]
-        event = http_api_event("GET", path, None, query=query, cookies=cookies, request_id=uuid.uuid4().hex)
+        raw_path = path if stage == "$default" else f"/{stage}{path}"
+        event = http_api_event(
+            "GET",
+            raw_path,
+            None,
+            query=query,
+            cookies=cookies,
+            request_id=uuid.uuid4().hex,
+        )
+        event["headers"]["host"] = host
+        event["routeKey"] = event["requestContext"]["routeKey"] = f"GET {path}"
+        event["requestContext"]["stage"] = stage
         if not self.https:
             event["headers"]["x-forwarded-proto"] = "http"  # as the local gateway says it
         response = load_function(function).handler(event, FakeLambdaContext())
@@ -154,7 +176,10 @@ def test_over_plain_http_the_login_cookie_is_unprefixed_and_the_login_completes(
     assert "Secure" not in cookie
     answer = browser.callback(browser.kite(login.location))
     assert answer.status == 200, answer.body
-    assert browser.jar == {}  # cleared under the name it was set with
+    # The login cookie cleared under the name it was set with; the completed marker is plain too.
+    assert list(browser.jar) == ["kitehooks_done"]
+    [marker] = [cookie for cookie in answer.cookies if cookie.startswith("kitehooks_done=")]
+    assert "Secure" not in marker
     assert stored_session(browser) is not None
 
 
@@ -175,7 +200,8 @@ def test_full_login_stores_the_session_and_shows_no_token(browser: Browser) -> N
     assert "Welcome, Arjun Bhat" in answer.body
     assert "06:00 IST" in answer.body
     assert answer.headers["Referrer-Policy"] == "no-referrer"
-    assert browser.jar == {}  # the login cookie was cleared
+    assert "You can close this tab." in answer.body
+    assert list(browser.jar) == [browser.completed_cookie]  # the login cookie was cleared
 
     session = stored_session(browser)
     assert session is not None
@@ -275,15 +301,58 @@ def test_denied_login_stores_nothing_and_never_calls_kite(browser: Browser) -> N
     assert stored_session(browser) is None
 
 
+def test_reloading_the_greeting_says_the_login_was_completed_without_a_second_exchange(
+    browser: Browser,
+) -> None:
+    query = browser.kite(browser.login().location)
+    first = browser.callback(query)
+    assert first.status == 200, first.body
+    session = stored_session(browser)
+    assert session is not None
+    for _ in range(2):  # reload, then Back and reload again
+        again = browser.callback(query)
+        assert again.status == 200, again.body
+        assert "You are logged in to Kite as AB1234" in again.body
+        assert "already completed" in again.body
+        assert "You can close this tab." in again.body
+        assert "could not" not in again.body
+        for token in (session["access_token"], session["public_token"]):
+            assert token not in again.body
+    assert exchanges(browser.sim) == 1
+    versions = boto3.client("secretsmanager").list_secret_version_ids(SecretId=f"{browser.prefix}/AB1234")
+    assert len(versions["Versions"]) == 1
+
+
 def test_replayed_callback_is_refused_before_kite_is_called(browser: Browser) -> None:
+    # Another browser (no completed marker) replaying the redirect, even with the login cookie.
     login = browser.login()
     saved_cookie = dict(browser.jar)
     query = browser.kite(login.location)
     assert browser.callback(query).status == 200
-    browser.jar.update(saved_cookie)  # even with the original cookie put back
+    browser.jar.clear()
+    browser.jar.update(saved_cookie)
     answer = browser.callback(query)
     assert answer.status == 400
     assert "already used" in answer.body
+    assert exchanges(browser.sim) == 1
+
+
+def test_a_completed_marker_for_another_login_or_forged_says_nothing_completed(browser: Browser) -> None:
+    assert browser.full_login().status == 200
+    other_marker = browser.jar[browser.completed_cookie]  # genuine, but for the first login's nonce
+    login = browser.login()
+    saved_cookie = dict(browser.jar)
+    browser.sim.set_login_outcome("cancelled")  # the second login's state gets used up, unfinished
+    query = browser.kite(login.location)
+    assert browser.callback(query).status == 400
+    user, until, mac = other_marker.split("~")
+    for planted in (other_marker, f"{user}~{until}~{'A' * 22}", f"ZZ9999~{until}~{mac}"):
+        browser.jar.clear()
+        browser.jar.update(saved_cookie)
+        browser.jar[browser.completed_cookie] = planted
+        answer = browser.callback(query)
+        assert answer.status == 400, planted
+        assert "already used" in answer.body
     assert exchanges(browser.sim) == 1
 
 
@@ -347,10 +416,39 @@ def test_missing_cookie_is_refused(browser: Browser) -> None:
 
 def test_cookie_of_another_login_is_refused(browser: Browser) -> None:
     query = browser.kite(browser.login().location)
-    browser.login()  # a second login in this browser replaces the cookie
+    browser.jar.clear()
+    browser.login()  # another browser's cookie: its own login only
     answer = browser.callback(query)
     assert answer.status == 400
     assert "another browser" in answer.body
+    assert exchanges(browser.sim) == 0
+
+
+@pytest.mark.parametrize("order", ["older first", "newer first"])
+def test_two_logins_in_two_tabs_both_complete(browser: Browser, order: str) -> None:
+    # Before: the newer /login replaced the cookie, and the older tab's login was refused.
+    older = browser.kite(browser.login().location)
+    newer = browser.kite(browser.login().location)
+    assert len(browser.jar[browser.login_cookie].split(".")) == 2
+    first, second = (older, newer) if order == "older first" else (newer, older)
+    answer = browser.callback(first)
+    assert answer.status == 200, answer.body
+    assert browser.login_cookie in browser.jar  # only the used nonce left it
+    answer = browser.callback(second)
+    assert answer.status == 200, answer.body
+    assert browser.login_cookie not in browser.jar
+    assert exchanges(browser.sim) == 2
+    # Both tabs' greetings survive a reload.
+    for query in (older, newer):
+        assert "already completed" in browser.callback(query).body
+    assert exchanges(browser.sim) == 2
+
+
+def test_a_refused_redirect_in_one_tab_leaves_the_other_tabs_login(browser: Browser) -> None:
+    pending = browser.kite(browser.login().location)
+    assert browser.callback("status=success&request_token=abcdefgh&state=junk.junk").status == 400
+    assert browser.callback("").status == 400
+    assert browser.callback(pending).status == 200
 
 
 @pytest.mark.parametrize(
@@ -483,3 +581,81 @@ def test_a_named_stage_in_the_path_is_served_like_the_deployed_api(browser: Brow
     response = load_function("login").handler(event, FakeLambdaContext())
     assert response["statusCode"] == 302
     assert response["headers"]["Location"].startswith(f"{browser.sim.url}/connect/login?")
+
+
+def test_the_landing_page_says_what_this_is_and_links_to_login(browser: Browser) -> None:
+    answer = browser.call("login", "/")
+    assert answer.status == 200
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert '<a class="button" href="/login">Log in with Kite</a>' in answer.body
+    assert '<a href="/login">/login</a>' in answer.body
+    assert answer.cookies == []
+    assert "AB1234" not in answer.body
+    # Self-contained: the policy loads nothing, and the one inline style is allowed by its hash.
+    policy = answer.headers["Content-Security-Policy"]
+    assert policy.startswith("default-src 'none'; style-src 'sha256-")
+    assert "unsafe-inline" not in policy
+    assert "http" not in answer.body.split("</style>")[0]
+
+
+def test_links_keep_the_stage_of_the_deployed_url(browser: Browser) -> None:
+    # https://<api>.execute-api.../prod/ : a link to "/login" would leave the stage.
+    for path in ("/", ""):  # the ApiUrl output ends without a slash: rawPath "/prod"
+        landing = browser.call("login", path, stage="prod")
+        assert landing.status == 200, path
+        assert 'href="/prod/login"' in landing.body
+    refused = browser.call("callback", "/callback", "status=success", stage="prod")
+    assert refused.status == 400
+    assert '<a href="/prod/login">/login</a>' in refused.body
+
+
+def test_next_is_a_path_of_the_api_under_its_stage(browser: Browser) -> None:
+    login = browser.call("login", "/login", "next=%2F", stage="prod")
+    answer = browser.call("callback", "/callback", browser.kite(login.location), stage="prod")
+    assert answer.status == 303, answer.body
+    assert answer.location == "/prod/"  # the landing page, as deployed
+
+
+REGISTERED = "http://127.0.0.1:3000/callback"
+
+
+@pytest.mark.parametrize("query", ["", "next=%2F"])
+def test_login_on_another_host_goes_first_to_the_registered_host(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    # Kite (and the simulator) redirect to the one registered URL: a cookie set on localhost
+    # would not be sent to 127.0.0.1, and the login would fail after the user logged in at Kite.
+    monkeypatch.setenv("REDIRECT_URL", REGISTERED)
+    browser.https = False
+    answer = browser.call("login", "/login", query, host="localhost:3000")
+    assert answer.status == 303
+    assert answer.location == "http://127.0.0.1:3000/login" + (f"?{query}" if query else "")
+    assert answer.cookies == []
+    assert browser.call("login", "/login", query, host="127.0.0.1:3000").status == 302
+    assert browser.call("login", "/login", query, host="127.0.0.1:3001").status == 303
+
+
+def test_the_registered_host_check_follows_the_stage_and_default_ports(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIRECT_URL", "https://login.example.com/prod/callback")
+    assert browser.call("login", "/login", host="LOGIN.example.com:443", stage="prod").status == 302
+    moved = browser.call("login", "/login", "next=%2F", host="abc123.execute-api.example", stage="prod")
+    assert moved.status == 303
+    assert moved.location == "https://login.example.com/prod/login?next=%2F"
+
+
+def test_without_a_registered_redirect_url_any_host_starts_the_login(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIRECT_URL", raising=False)
+    assert browser.call("login", "/login", host="localhost:3000").status == 302
+
+
+def test_a_malformed_registered_redirect_url_is_a_setup_fault(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIRECT_URL", "127.0.0.1:3000/callback")
+    answer = browser.call("login", "/login", host="localhost:3000")
+    assert answer.status == 503
+    assert "not configured" in answer.body

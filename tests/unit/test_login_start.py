@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -11,7 +12,14 @@ from hypothesis import strategies as st
 from kitehooks import login_state
 from kitehooks.config import LoginSettings
 from kitehooks.credentials import ApiCredentials
-from kitehooks.login import Page, begin_login, state_cookie, state_cookie_name
+from kitehooks.login import (
+    Page,
+    begin_login,
+    landing_page,
+    on_registered_host,
+    state_cookie,
+    state_cookie_name,
+)
 
 SETTINGS = LoginSettings(kite_login_url="https://kite.zerodha.com/connect/login", state_ttl_seconds=600)
 CREDENTIALS = ApiCredentials(api_key="kitehooks_test_key", api_secret="login-start-secret")
@@ -138,3 +146,73 @@ def test_any_next_is_refused_at_login_or_verifies_at_the_callback(
     checked = login_state.verify_state(CREDENTIALS.api_secret, query["state"], nonce, NOW + 60)
     assert checked.next_path == login_state.check_return_path(next_path)
     assert checked.next_path is None or checked.next_path.isascii()
+
+
+def test_a_second_login_keeps_the_first_tabs_nonce_in_the_cookie() -> None:
+    # Before: the second /login replaced the cookie and the first tab's login was refused.
+    first = begin_login(SETTINGS, CREDENTIALS, None, True, NOW)
+    first_cookie = attributes(str(first.cookies[0]))[1]
+    second = begin_login(SETTINGS, CREDENTIALS, None, True, NOW, login_cookie=first_cookie)
+    second_cookie = attributes(str(second.cookies[0]))[1]
+    for page in (first, second):
+        state = kite_round_trip(page)["state"]
+        assert login_state.verify_state(CREDENTIALS.api_secret, state, second_cookie, NOW + 60)
+
+
+@pytest.mark.parametrize(
+    ("registered", "host", "secure", "moved_to"),
+    [
+        ("http://127.0.0.1:3000/callback", "127.0.0.1:3000", False, None),
+        ("http://127.0.0.1:3000/callback", "localhost:3000", False, "http://127.0.0.1:3000/login?next=%2F"),
+        ("http://127.0.0.1:3000/callback", "127.0.0.1:3001", False, "http://127.0.0.1:3000/login?next=%2F"),
+        ("http://localhost:3000/callback", "LOCALHOST:3000", False, None),
+        ("https://api.example.com/prod/callback", "api.example.com", True, None),
+        ("https://api.example.com:443/prod/callback", "api.example.com", True, None),
+        (
+            "https://api.example.com/callback",
+            "x.execute-api.example",
+            True,
+            "https://api.example.com/login?next=%2F",
+        ),
+        (
+            "https://api.example.com/kite/return",
+            "other.example",
+            True,
+            "https://api.example.com/login?next=%2F",
+        ),
+        (None, "localhost:3000", False, None),  # not known: no check
+        ("http://127.0.0.1:3000/callback", None, False, None),
+        ("http://127.0.0.1:3000/callback", "[::1", False, "http://127.0.0.1:3000/login?next=%2F"),
+    ],
+)
+def test_login_moves_to_the_host_kite_redirects_back_to(
+    registered: str | None, host: str | None, secure: bool, moved_to: str | None
+) -> None:
+    page = on_registered_host(registered, host, secure, "/login", "next=%2F")
+    if moved_to is None:
+        assert page is None
+        return
+    assert page is not None
+    assert (page.status_code, page.location, page.cookies) == (303, moved_to, [])
+
+
+def test_the_landing_page_names_no_user_and_links_to_login() -> None:
+    page = landing_page()
+    assert (page.status_code, page.link, page.cookies) == (200, ("Log in with Kite", "/login"), [])
+    assert "/login" in page.message
+
+
+def test_the_registered_redirect_url_is_a_parameter_not_built_from_the_api() -> None:
+    # The API's definition names LoginFunction (its integration): a variable built from
+    # ${HttpApi} would make a circular dependency that only a deploy reports.
+    import yaml
+
+    from local.gateway import load_template
+
+    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    variables = template["Resources"]["LoginFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["REDIRECT_URL"] == {
+        "Fn::If": ["HasKiteRedirectUrl", {"Ref": "KiteRedirectUrl"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert template["Parameters"]["KiteRedirectUrl"]["Default"] == ""
+    assert "HttpApi" not in yaml.safe_dump(variables)

@@ -5,14 +5,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kitehooks.login_state import (
+    MAX_COMPLETED_LOGINS,
+    MAX_PENDING_LOGINS,
     MAX_RETURN_PATH_LENGTH,
     MAX_STATE_LENGTH,
     StateRejected,
     UnsafeReturnPath,
     check_return_path,
+    completed_as,
+    completed_entry,
     new_nonce,
+    pending_nonces,
     sign_state,
     verify_state,
+    with_completed,
+    with_pending,
+    without_pending,
 )
 
 SECRET = "state-secret"
@@ -138,3 +146,81 @@ def test_the_longest_return_path_of_the_worst_characters_fits_in_a_state() -> No
     state = sign_state(SECRET, nonce, 10**12, check_return_path(worst))
     assert len(state) <= MAX_STATE_LENGTH
     assert verify_state(SECRET, state, nonce, NOW).next_path == worst
+
+
+# --- logins in several tabs: the login cookie holds the nonces of the last few ---------------
+
+
+def test_each_new_login_is_added_to_the_cookie_and_the_oldest_beyond_the_limit_dropped() -> None:
+    nonces = [new_nonce() for _ in range(MAX_PENDING_LOGINS + 1)]
+    cookie: str | None = None
+    for nonce in nonces:
+        cookie = with_pending(cookie, nonce)
+    assert pending_nonces(cookie) == nonces[1:]
+    for nonce in nonces[1:]:
+        assert (
+            verify_state(SECRET, sign_state(SECRET, nonce, int(NOW) + 600, None), cookie, NOW).nonce == nonce
+        )
+    with pytest.raises(StateRejected, match="another browser"):
+        verify_state(SECRET, sign_state(SECRET, nonces[0], int(NOW) + 600, None), cookie, NOW)
+
+
+def test_a_used_nonce_leaves_the_cookie_and_the_others_stay() -> None:
+    first, second = new_nonce(), new_nonce()
+    cookie = with_pending(with_pending(None, first), second)
+    assert without_pending(cookie, first) == second
+    assert without_pending(second, second) == ""
+    assert without_pending(cookie, new_nonce()) == cookie
+
+
+@pytest.mark.parametrize("junk", ["", "x", "..", "a" * 21, "é" * 30, "a b", "a;b"])
+def test_junk_in_the_login_cookie_is_ignored(junk: str) -> None:
+    nonce = new_nonce()
+    cookie = with_pending(f"{junk}.{junk}", nonce)
+    assert cookie == nonce
+    assert pending_nonces(junk) == []
+
+
+# --- the completed-login marker ----------------------------------------------------------------
+
+
+def test_a_completed_marker_names_its_login_and_user_until_it_expires() -> None:
+    nonce = new_nonce()
+    marker = with_completed(None, completed_entry(SECRET, nonce, "AB1234", int(NOW) + 900), NOW)
+    assert completed_as(SECRET, marker, nonce, NOW) == "AB1234"
+    assert completed_as(SECRET, marker, nonce, NOW + 900) is None  # expired
+    assert completed_as(SECRET, marker, new_nonce(), NOW) is None  # another login
+    assert completed_as("other-secret", marker, nonce, NOW) is None  # not signed by us
+
+
+def test_a_completed_marker_cannot_be_edited() -> None:
+    nonce = new_nonce()
+    user, until, mac = completed_entry(SECRET, nonce, "AB1234", int(NOW) + 900).split("~")
+    for forged in (
+        f"ZZ9999~{until}~{mac}",
+        f"{user}~{int(until) + 10**6}~{mac}",
+        f"{user}~{until}~{'A' * 22}",
+    ):
+        assert completed_as(SECRET, forged, nonce, NOW) is None, forged
+
+
+def test_a_user_id_that_is_not_plain_is_left_out_of_the_marker() -> None:
+    nonce = new_nonce()
+    marker = completed_entry(SECRET, nonce, "<b>x</b>", int(NOW) + 900)
+    assert completed_as(SECRET, marker, nonce, NOW) == ""
+
+
+def test_the_completed_cookie_keeps_the_newest_unexpired_markers() -> None:
+    nonces = [new_nonce() for _ in range(MAX_COMPLETED_LOGINS + 1)]
+    cookie: str | None = completed_entry(SECRET, new_nonce(), "OLD1", int(NOW) + 1)
+    for nonce in nonces:
+        cookie = with_completed(cookie, completed_entry(SECRET, nonce, "AB1234", int(NOW) + 900), NOW + 5)
+    assert cookie is not None
+    assert "OLD1" not in cookie
+    assert completed_as(SECRET, cookie, nonces[0], NOW) is None
+    assert all(completed_as(SECRET, cookie, nonce, NOW) == "AB1234" for nonce in nonces[1:])
+
+
+@given(st.text(max_size=200))
+def test_an_arbitrary_completed_cookie_never_passes_or_crashes(cookie: str) -> None:
+    assert completed_as(SECRET, cookie, new_nonce(), NOW) is None

@@ -142,7 +142,7 @@ def test_callback_function_may_write_secrets_only_under_the_session_prefix() -> 
     assert variables["SESSION_PREFIX"] == prefix
 
 
-def test_routes_are_the_three_of_the_contract() -> None:
+def test_routes_are_the_three_of_the_contract_and_the_landing_page() -> None:
     routes = {
         (event["Properties"]["Method"], event["Properties"]["Path"], lid)
         for lid, function in FUNCTIONS.items()
@@ -150,6 +150,7 @@ def test_routes_are_the_three_of_the_contract() -> None:
         if event["Type"] == "HttpApi"
     }
     assert routes == {
+        ("GET", "/", "LoginFunction"),  # what this is, a link to /login: nothing about any user
         ("GET", "/login", "LoginFunction"),
         ("GET", "/callback", "CallbackFunction"),
         ("POST", "/postback", "PostbackFunction"),

@@ -9,15 +9,17 @@ these pages before API Gateway gives up at 30 s.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.shared.cookies import Cookie
 
 from kitehooks import aws, kite, login_state, used_states
-from kitehooks.config import CallbackSettings
+from kitehooks.config import DEFAULT_LOGIN_STATE_TTL_SECONDS, CallbackSettings
 from kitehooks.credentials import ApiCredentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.login import Page, state_cookie
+from kitehooks.login import Page, completed_cookie, state_cookie
 from kitehooks.session_events import SessionEvents, session_started
 from kitehooks.sessions import IST, SessionStore, SessionStoreError, new_session
 
@@ -33,28 +35,69 @@ STORE_RESERVE_SECONDS = 9.0
 INVALIDATE_RESERVE_SECONDS = 3.0
 # Below this there is no point in spending the single-use request_token.
 MIN_EXCHANGE_SECONDS = 2.0
+CLOSE_TAB = "You can close this tab."
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserCookies:
+    """The login cookies the browser sent: its logins under way, and its completed ones."""
+
+    login: str | None = None
+    completed: str | None = None
+
+
+def _without_this_login(cookies: BrowserCookies, nonce: str, secure: bool) -> list[Cookie]:
+    """The login cookie once this login's nonce has done its work, whatever the outcome: the
+    nonces of logins in other tabs stay; with none left, the cookie is cleared."""
+    remaining = login_state.without_pending(cookies.login, nonce)
+    if remaining == (cookies.login or ""):
+        return []
+    # The other tabs' states expire by their own clock; the cookie only needs to outlive them.
+    max_age = DEFAULT_LOGIN_STATE_TTL_SECONDS if remaining else 0
+    return [state_cookie(remaining, max_age, secure)]
 
 
 def complete_login(
     settings: CallbackSettings,
     credentials: ApiCredentials,
     query: dict[str, str],
-    cookie_nonce: str | None,
+    cookies: BrowserCookies,
     secure: bool,
     now: datetime,
     deadline: Deadline,
+    base: str = "",
 ) -> Page:
     """Kite's redirect back: state, then status, then the token exchange, then the session."""
-    # The login cookie has done its work whatever happens next.
-    clear_cookie = [state_cookie("", 0, secure)]
+    try:
+        checked = login_state.read_state(credentials.api_secret, query.get("state"))
+    except login_state.StateRejected as rejection:
+        # Whose login this was is unknown: the cookie, with other tabs' logins in it, stays.
+        logger.warning("login state rejected", extra={"reason": str(rejection)})
+        return Page(400, "Login could not be completed", str(rejection))
+    used_cookie = _without_this_login(cookies, checked.nonce, secure)
 
     def page(status_code: int, title: str, message: str) -> Page:
-        return Page(status_code, title, message, cookies=clear_cookie)
+        return Page(status_code, title, message, cookies=used_cookie)
+
+    # A reload or Back of the greeting page: this browser completed this very login. Say so,
+    # before the expiry and single-use checks that would call it a failure; nothing is repeated.
+    completed_as = login_state.completed_as(
+        credentials.api_secret, cookies.completed, checked.nonce, now.timestamp()
+    )
+    if completed_as is not None:
+        logger.info("completed login shown again")
+        who = f" to Kite as {completed_as}" if completed_as else " to Kite"
+        return Page(
+            200,
+            "You are logged in",
+            f"You are logged in{who}: this login was already completed, so nothing more was done.",
+            cookies=used_cookie,
+            next_step=CLOSE_TAB,
+        )
 
     try:
-        checked = login_state.verify_state(
-            credentials.api_secret, query.get("state"), cookie_nonce, now.timestamp()
-        )
+        login_state.check_fresh(checked, now.timestamp())
+        login_state.check_browser(checked, cookies.login)
     except login_state.StateRejected as rejection:
         logger.warning("login state rejected", extra={"reason": str(rejection)})
         return page(400, "Login could not be completed", str(rejection))
@@ -132,14 +175,24 @@ def complete_login(
     # After the write, within what is left of the deadline; a failure is logged and counted but
     # never fails the login: the session is stored, and the event only announces it.
     SessionEvents(aws.events_client(), deadline).send(session_started(session, now))
+    until = int(now.timestamp()) + login_state.COMPLETED_SECONDS
+    marker = login_state.with_completed(
+        cookies.completed,
+        login_state.completed_entry(credentials.api_secret, checked.nonce, grant.user_id, until),
+        now.timestamp(),
+    )
+    done_cookies = [*used_cookie, completed_cookie(marker, login_state.COMPLETED_SECONDS, secure)]
     if checked.next_path:
-        return Page(303, "Logged in", "Continue.", location=checked.next_path, cookies=clear_cookie)
+        # next is a path of this API, as its routes are written: under the stage when the URL has one.
+        return Page(303, "Logged in", "Continue.", location=base + checked.next_path, cookies=done_cookies)
     expires = datetime.fromisoformat(session.expires_at).astimezone(IST)
-    return page(
+    return Page(
         200,
         f"Welcome, {grant.user_name}",
         f"You are logged in to Kite as {grant.user_id}. "
         f"Your session is active until {expires:%H:%M} IST on {expires:%A %d %B %Y}.",
+        cookies=done_cookies,
+        next_step=CLOSE_TAB,
     )
 
 

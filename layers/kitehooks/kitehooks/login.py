@@ -1,11 +1,13 @@
 """Kite login, first half: ``/login`` sends the browser to Kite's login page with a signed state
 and the cookie that binds the login to this browser. ``kitehooks.callback`` is the second half.
+``/`` is a landing page that says what this is and links to ``/login``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
@@ -27,18 +29,31 @@ class Page:
     message: str
     location: str | None = None
     cookies: list[Cookie] = field(default_factory=list)
+    # What the person can do now, shown under the message ("You can close this tab.").
+    next_step: str | None = None
+    # A link to show under the message, as (text, path on this API); the path gets the API's base.
+    link: tuple[str, str] | None = None
+
+
+def _cookie_name(name: str, secure: bool) -> str:
+    # Over plain HTTP (local stack) browsers would refuse a prefixed cookie without Secure.
+    return f"{_HOST_PREFIX}{name}" if secure else name
 
 
 def state_cookie_name(secure: bool) -> str:
-    """The login cookie's name: ``__Host-``-prefixed over HTTPS, plain over HTTP (local stack),
-    where browsers would refuse a prefixed cookie without Secure."""
-    return f"{_HOST_PREFIX}{login_state.STATE_COOKIE}" if secure else login_state.STATE_COOKIE
+    """The login cookie's name: ``__Host-``-prefixed over HTTPS, plain over HTTP (local stack)."""
+    return _cookie_name(login_state.STATE_COOKIE, secure)
 
 
-def state_cookie(nonce: str, max_age: int, secure: bool) -> Cookie:
+def completed_cookie_name(secure: bool) -> str:
+    """The completed-login markers' cookie, named like the login cookie."""
+    return _cookie_name(login_state.COMPLETED_COOKIE, secure)
+
+
+def _cookie(name: str, value: str, max_age: int, secure: bool) -> Cookie:
     return Cookie(
-        name=state_cookie_name(secure),
-        value=nonce,
+        name=name,
+        value=value,
         path="/",  # and no Domain: both required by the __Host- prefix
         secure=secure,
         http_only=True,
@@ -47,14 +62,91 @@ def state_cookie(nonce: str, max_age: int, secure: bool) -> Cookie:
     )
 
 
+def state_cookie(value: str, max_age: int, secure: bool) -> Cookie:
+    """The login cookie: the nonces of this browser's logins under way ("" and 0 clear it)."""
+    return _cookie(state_cookie_name(secure), value, max_age, secure)
+
+
+def completed_cookie(value: str, max_age: int, secure: bool) -> Cookie:
+    return _cookie(completed_cookie_name(secure), value, max_age, secure)
+
+
+def registered_redirect_url() -> str | None:
+    """The Redirect URL registered for the app at Kite (``REDIRECT_URL``), when it is known.
+
+    Kite sends every login back to that one URL, so the login cookie must be set on its host.
+    Deployed without a custom domain the API has one host and the variable may be absent.
+    """
+    value = os.environ.get("REDIRECT_URL", "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        from kitehooks.config import ConfigurationError
+
+        raise ConfigurationError("environment variable REDIRECT_URL must be an http(s) URL")
+    return value
+
+
+def _origin(scheme: str, host: str) -> tuple[str, int | None] | None:
+    try:
+        parts = urlsplit(f"{scheme}://{host}")
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+    return ((parts.hostname or "").lower(), port)
+
+
+def on_registered_host(
+    redirect_url: str | None, host: str | None, secure: bool, path: str, raw_query: str
+) -> Page | None:
+    """None when ``/login`` was reached on the host Kite redirects back to (or that is unknown);
+    else a 303 to the same ``/login`` on that host, so the login cookie lands where the callback
+    will read it (``localhost`` and ``127.0.0.1`` are two hosts to a browser)."""
+    if not redirect_url or not host:
+        return None
+    registered = urlsplit(redirect_url)
+    if _origin(registered.scheme, registered.netloc) == _origin("https" if secure else "http", host):
+        return None
+    base = registered.path[: -len("callback")] if registered.path.endswith("/callback") else None
+    target_path = f"{base}login" if base is not None else path
+    target = f"{registered.scheme}://{registered.netloc}{target_path}" + (
+        f"?{raw_query}" if raw_query else ""
+    )
+    return Page(
+        303,
+        "Log in on the registered host",
+        f"Kite sends the browser back to {registered.netloc} only, so the login starts there.",
+        location=target,
+    )
+
+
+def landing_page() -> Page:
+    """What ``/`` shows: what this is and where to log in; nothing about any user."""
+    return Page(
+        200,
+        "kitehooks",
+        "This service keeps the Kite Connect sessions of this app's users and receives Kite's "
+        "order updates. To connect your Kite account, log in at /login; Kite then sends you "
+        "back to a page that says whether the login worked.",
+        link=("Log in with Kite", "/login"),
+    )
+
+
 def begin_login(
-    settings: LoginSettings, credentials: ApiCredentials, next_path: str | None, secure: bool, now: float
+    settings: LoginSettings,
+    credentials: ApiCredentials,
+    next_path: str | None,
+    secure: bool,
+    now: float,
+    login_cookie: str | None = None,
 ) -> Page:
-    """The redirect to Kite's login page, and the cookie that binds the login to this browser."""
+    """The redirect to Kite's login page, and the cookie that binds the login to this browser.
+    ``login_cookie`` is the login cookie the browser sent: logins in its other tabs stay in it."""
     try:
         checked_next = login_state.check_return_path(next_path)
     except login_state.UnsafeReturnPath as error:
-        return Page(400, "Cannot start the login", str(error))
+        return Page(400, "Cannot start the login", str(error), link=("Start again", "/login"))
     nonce = login_state.new_nonce()
     expires_at = int(now) + settings.state_ttl_seconds
     state = login_state.sign_state(credentials.api_secret, nonce, expires_at, checked_next)
@@ -62,7 +154,12 @@ def begin_login(
     # logs in at Kite for nothing. The state is base64url and ".", which Kite's redirect_params
     # (URL-encoded inside the login URL) carry back unchanged.
     if len(state) > login_state.MAX_STATE_LENGTH:
-        return Page(400, "Cannot start the login", "next is too long: use a shorter path")
+        return Page(
+            400,
+            "Cannot start the login",
+            "next is too long: use a shorter path",
+            link=("Start again", "/login"),
+        )
     query = urlencode(
         {"v": "3", "api_key": credentials.api_key, "redirect_params": urlencode({"state": state})}
     )
@@ -71,5 +168,7 @@ def begin_login(
         "Redirecting to Kite",
         "Continue to Kite to log in.",
         location=f"{settings.kite_login_url}?{query}",
-        cookies=[state_cookie(nonce, settings.state_ttl_seconds, secure)],
+        cookies=[
+            state_cookie(login_state.with_pending(login_cookie, nonce), settings.state_ttl_seconds, secure)
+        ],
     )
