@@ -254,7 +254,9 @@ def run(args: argparse.Namespace) -> int:
     except BotoCoreError as error:  # an invalid region name, an unknown AWS_PROFILE
         raise RedriveError(describe_failure(error, "AWS configuration")) from None
     except ValueError as error:  # botocore's "Invalid endpoint: ..." (AWS_ENDPOINT_URL without a scheme)
-        raise RedriveError(f"AWS configuration: {error} (an endpoint URL needs http:// or https://)") from None
+        raise RedriveError(
+            f"AWS configuration: {error} (an endpoint URL needs http:// or https://)"
+        ) from None
     try:
         has_credentials = session.get_credentials() is not None
     except BotoCoreError as error:  # e.g. an SSO token that expired
