@@ -464,7 +464,8 @@ class BrowserRequest:
         )
 
 
-_PAGE_MESSAGE = re.compile(r"<p>(.*?)</p>", re.DOTALL)
+# The page's message: a paragraph, but not the brand line above the title.
+_PAGE_MESSAGE = re.compile(r'<p(?![^>]*class="brand")[^>]*>(.*?)</p>', re.DOTALL)
 
 
 def check_page_answer(response: dict[str, Any], routed: bool = True) -> int:
@@ -483,7 +484,7 @@ def check_page_answer(response: dict[str, Any], routed: bool = True) -> int:
         assert headers.get("Content-Type", "").startswith("text/html"), headers
         found = _PAGE_MESSAGE.search(body)
         assert found is not None, body[:300]
-        assert found.group(1).strip(), "a page without a message"
+        assert re.sub(r"<[^>]*>", "", found.group(1)).strip(), "a page without a message"
     else:  # a method the route does not serve: any 4xx that says why
         assert 400 <= status < 500, status
         answer = json.loads(body)

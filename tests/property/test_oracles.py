@@ -104,10 +104,15 @@ def page(status: int, body: str, **headers: str) -> dict[str, Any]:
 
 def test_a_page_answer_needs_a_reason_and_no_5xx() -> None:
     assert check_page_answer(page(400, "<p>the login state is missing</p>")) == 400
+    assert (
+        check_page_answer(page(400, '<p class="brand">kitehooks</p><p>start <a href="/login">again</a></p>'))
+        == 400
+    )
     assert check_page_answer({"statusCode": 302, "headers": {"Location": "https://kite"}, "body": ""}) == 302
     for bad in (
         page(500, "<p>Something went wrong</p>"),
         page(400, "<p> </p>"),
+        page(400, '<p class="brand">kitehooks</p><p><a href="/login"></a></p>'),
         page(400, "no paragraph"),
         {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": '{"reason": "x"}'},
         {"statusCode": 302, "headers": {}, "body": ""},
