@@ -52,6 +52,21 @@ integration: $(STAMP) ## integration tests only (moto server, Kite simulator)
 e2e: $(STAMP) ## end-to-end tests only (the local stack over HTTP)
 	$(BIN)/pytest tests/e2e
 
+# Debian's headless Chromium and its driver: installed with apt-get when run as root, else the
+# tests are skipped with one line. Screenshots of each page go to test-output/browser/.
+.PHONY: browser-test
+browser-test: $(STAMP) ## the login pages in headless Chromium against the local stack
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "browser-test skipped: needs /usr/bin/chromium and /usr/bin/chromedriver (as root: apt-get install chromium chromium-driver)"; \
+	    exit 0; \
+	  fi; \
+	  echo "installing chromium and chromium-driver with apt-get"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	    || { echo "browser-test: apt-get could not install chromium chromium-driver" >&2; exit 1; }; \
+	fi; \
+	$(BIN)/pytest tests/browser
+
 bench: $(STAMP) ## cold start and warm per-request figures of the postback path
 	$(RUN) benchmarks/postback.py
 

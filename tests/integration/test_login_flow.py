@@ -275,7 +275,7 @@ def test_next_too_long_once_encoded_is_refused_at_login_before_kite(
     # Before: /login redirected to Kite, and /callback refused the state after the user logged in.
     answer = browser.login(next_query)
     assert answer.status == 400
-    assert "next is too long" in answer.body
+    assert "Next is too long" in answer.body
     assert answer.cookies == []
     assert "Location" not in answer.headers
 

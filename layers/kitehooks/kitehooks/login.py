@@ -33,6 +33,7 @@ class Page:
     next_step: str | None = None
     # A link to show under the message, as (text, path on this API); the path gets the API's base.
     link: tuple[str, str] | None = None
+    plain: bool = False  # neither a success nor a failure (the landing page)
 
 
 def _cookie_name(name: str, secure: bool) -> str:
@@ -125,11 +126,12 @@ def landing_page() -> Page:
     """What ``/`` shows: what this is and where to log in; nothing about any user."""
     return Page(
         200,
-        "kitehooks",
+        "Connect your Kite account",
         "This service keeps the Kite Connect sessions of this app's users and receives Kite's "
         "order updates. To connect your Kite account, log in at /login; Kite then sends you "
         "back to a page that says whether the login worked.",
         link=("Log in with Kite", "/login"),
+        plain=True,
     )
 
 

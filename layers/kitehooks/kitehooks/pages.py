@@ -30,7 +30,7 @@ _STYLE = (
     "font:1.0625rem/1.6 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}"
     "main{max-width:36rem;margin:0 auto;padding:1.75rem 2rem;background:var(--card);"
     "border:1px solid var(--line);border-top:.375rem solid var(--accent);border-radius:.5rem}"
-    ".ok{--accent:var(--ok)}.warn{--accent:var(--warn)}.bad{--accent:var(--bad)}"
+    ".ok{--accent:var(--ok)}.warn{--accent:var(--warn)}.bad{--accent:var(--bad)}.plain{--accent:var(--line)}"
     ".brand{margin:0;color:var(--muted);font-size:.875rem;letter-spacing:.04em}"
     "h1{margin:.25rem 0 1rem;font-size:1.5rem;line-height:1.3}p{margin:0 0 1rem}"
     ".next{color:var(--muted)}a{color:var(--link);text-underline-offset:.15em}"
@@ -80,8 +80,16 @@ def base_path(event: APIGatewayProxyEventV2) -> str:
     return ""
 
 
-def _kind(status_code: int) -> str:
+def _kind(status_code: int, plain: bool) -> str:
+    if plain:
+        return "plain"
     return "ok" if status_code < 400 else "warn" if status_code < 500 else "bad"
+
+
+def _sentence(message: str) -> str:
+    """Reasons are written lower-case for logs too; on a page each reads as a sentence."""
+    text = message[:1].upper() + message[1:]
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def html_page(
@@ -93,9 +101,10 @@ def html_page(
     base: str = "",
     next_step: str | None = None,
     link: tuple[str, str] | None = None,
+    plain: bool = False,
 ) -> Response[str]:
     login_link = f'<a href="{html.escape(base)}/login">/login</a>'
-    text = _LOGIN_MENTION.sub(login_link, html.escape(message, quote=False))
+    text = _LOGIN_MENTION.sub(login_link, html.escape(_sentence(message), quote=False))
     extra = ""
     if next_step:
         extra += f'\n<p class="next">{html.escape(next_step)}</p>'
@@ -103,7 +112,7 @@ def html_page(
         label, path = link
         extra += f'\n<p><a class="button" href="{html.escape(base + path)}">{html.escape(label)}</a></p>'
     body = _PAGE.format(
-        title=html.escape(title), message=text, extra=extra, kind=_kind(status_code), style=_STYLE
+        title=html.escape(title), message=text, extra=extra, kind=_kind(status_code, plain), style=_STYLE
     )
     return Response(
         status_code=status_code,
@@ -136,6 +145,7 @@ def render(page: Page, base: str = "") -> Response[str]:
         base=base,
         next_step=page.next_step,
         link=page.link,
+        plain=page.plain,
     )
 
 
