@@ -5,7 +5,9 @@ dev stack. It speaks Kite Connect v3 for:
 
 - ``GET /connect/login`` (the login page: redirects with a single-use request_token),
 - ``POST /session/token`` (exchange), ``DELETE /session/token`` (logout, refresh token revocation),
-- ``POST /session/refresh_token`` (renew), ``GET /user/profile``.
+- ``POST /session/refresh_token`` (renew), ``GET /user/profile``,
+- the order routes (``GET /orders``, ``GET /orders/{order_id}``, ``POST /orders/{variety}``, ...) and
+  their postbacks and controls (``/__sim/orders/...``): see :mod:`local.kite_orders`.
 
 Test controls (delay, HTML error pages, login outcome, approved platform) are methods on
 :class:`KiteSimulator` and, for a simulator in another process, ``POST /__sim/control`` with a JSON
@@ -46,6 +48,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from local.kite_orders import OrderApiError, OrderBook, is_order_path
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -165,6 +169,7 @@ class KiteSimulator:
         request_token_ttl: float = 120.0,
         approved_platform: bool = False,
         log_requests: bool = False,
+        postback_url: str | None = None,
     ) -> None:
         if not api_key or not api_secret:
             raise ValueError("api_key and api_secret must be non-empty")
@@ -193,6 +198,9 @@ class KiteSimulator:
         self._sessions_by_access: dict[str, _Session] = {}
         self._sessions_by_refresh: dict[str, _Session] = {}
         self._api_requests: list[ApiRequest] = []
+        self.orders = OrderBook(
+            api_key=api_key, api_secret=api_secret, user_id=user_id, postback_url=postback_url
+        )
 
     def __repr__(self) -> str:
         # The secret stays out of reprs, which end up in tracebacks and test reports.
@@ -681,6 +689,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._handle_api(path, query)
         except _KiteError as err:
             self._send_error(err)
+        except OrderApiError as err:
+            self._send_error(_KiteError(err.error_type, err.message, HTTPStatus(err.status)))
         except (ConnectionError, _NoAnswerError):
             raise
         except Exception:
@@ -724,12 +734,15 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _KiteError("InputException", 'Invalid kill body: {"access_token": "..."} or {}')
             self._send_success({"killed": self.simulator.kill_access_tokens(token)})
             return
+        if path == "/__sim/orders" or path.startswith("/__sim/orders/"):
+            self._send_success(self.simulator.orders.handle_control(self.command, path, self._read_body()))
+            return
         raise _KiteError("GeneralException", "Route not found.", HTTPStatus.NOT_FOUND)
 
     def _handle_api(self, path: str, query: dict[str, str]) -> None:
         sim = self.simulator
         form = self._read_form() if self.command in {"POST", "PUT"} else {}
-        if path not in _API_PATHS:
+        if path not in _API_PATHS and not is_order_path(path):
             raise _KiteError("GeneralException", "Route not found.", HTTPStatus.NOT_FOUND)
         try:
             sim._record(self.command, path, query, form)
@@ -737,19 +750,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.BAD_GATEWAY, _PROXY_ERROR_PAGE.encode(), "text/html")
             return
         route = _API_ROUTES.get((self.command, path))
-        if route is None:
+        if route is None and not is_order_path(path):
             raise _KiteError("GeneralException", "Method not allowed.", HTTPStatus.METHOD_NOT_ALLOWED)
         if self.headers.get("X-Kite-Version", "").strip() != "3":
             raise _KiteError("InputException", "Missing or invalid `X-Kite-Version` header (expected 3).")
         data: Any
-        if route == "exchange":
+        authorization = self.headers.get("Authorization", "")
+        if route is None:
+            data = sim.orders.handle_api(self.command, path, query, form, lambda: sim._profile(authorization))
+        elif route == "exchange":
             data = sim._exchange(form)
         elif route == "renew":
             data = sim._renew(form)
         elif route == "invalidate":
             data = sim._invalidate(query)
         else:
-            data = sim._profile(self.headers.get("Authorization", ""))
+            data = sim._profile(authorization)
         self._send_success(data)
 
 
@@ -785,6 +801,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="issue refresh tokens, as Kite does for approved platforms only (default: off, like most apps)",
     )
+    parser.add_argument(
+        "--postback-url", help="where order postbacks go (default: none, postbacks are not sent)"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
     return parser.parse_args(argv)
 
@@ -803,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         request_token_ttl=args.request_token_ttl,
         approved_platform=args.approved_platform,
+        postback_url=args.postback_url,
         log_requests=not args.quiet,
     )
     try:
