@@ -323,6 +323,23 @@ def test_reloading_the_greeting_says_the_login_was_completed_without_a_second_ex
     assert len(versions["Versions"]) == 1
 
 
+def test_a_reload_after_the_state_expired_still_says_completed(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOGIN_STATE_TTL_SECONDS", "2")  # at least a second to complete it
+    reset_layer_caches()
+    query = browser.kite(browser.login().location)
+    assert browser.callback(query).status == 200
+    time.sleep(2.1)
+    assert "already completed" in browser.callback(query).body
+    browser.jar.clear()  # another browser: only the expiry is left to say
+    answer = browser.callback(query)
+    assert answer.status == 400
+    assert "expired" in answer.body
+    assert "If you completed it earlier, that login stands" in answer.body
+    assert exchanges(browser.sim) == 1
+
+
 def test_replayed_callback_is_refused_before_kite_is_called(browser: Browser) -> None:
     # Another browser (no completed marker) replaying the redirect, even with the login cookie.
     login = browser.login()
