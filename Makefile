@@ -17,7 +17,7 @@ FN          ?= PostbackFunction
 EVENT       ?= events/postback.json
 
 .PHONY: help venv test lint typecheck template unit integration e2e build deploy invoke start-api bench dev postback queue sessions redrive clean
-.PHONY: logout session-status expire set-credentials
+.PHONY: logout session-status expire set-credentials orders
 
 help: ## list the commands
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -113,6 +113,10 @@ dev: $(STAMP) ## the whole stack locally: API :3000, AWS emulator :5000, Kite si
 # The helpers below find the running `make dev` (its ports included) through .kitehooks-dev.json.
 postback: $(STAMP) ## send a signed sample postback to the local stack (STATUS=.. ORDER_ID=..)
 	@$(RUN) -m local.tools postback $(if $(STATUS),--status $(STATUS)) $(if $(ORDER_ID),--order-id $(ORDER_ID))
+
+# ORDERS, SEED, DROP (share 0..1), DUPLICATES and FORGED shape the day; see local/kite_orders.py.
+orders: $(STAMP) ## a scripted trading day at the local Kite simulator, postbacks to the local API (ORDERS= SEED= DROP= DUPLICATES= FORGED=)
+	@$(RUN) -m local.kite_orders --orders $(or $(ORDERS),50) --seed $(or $(SEED),0) --drop-share $(or $(DROP),0) --duplicates $(or $(DUPLICATES),0) --forgeries $(or $(FORGED),0)
 
 queue: $(STAMP) ## show the local order-update queue
 	@$(RUN) -m local.tools queue

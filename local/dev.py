@@ -185,6 +185,8 @@ class DevStack:
             user_id=self.user_id,
             host=self.bind_host,
             port=self.ports.kite,
+            # Order updates go where the app's postback URL points, as at Kite.
+            postback_url=f"{self.api_url}/postback",
         )
         try:
             self._simulator.start()

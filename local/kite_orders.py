@@ -23,13 +23,18 @@ Switches (:meth:`OrderBook.configure`, or ``POST /__sim/orders/switches``): ``po
 api_key on the order routes; beyond it Kite's 429; ``null`` = off). :meth:`OrderBook.forge`
 sends a forged postback: a genuine one with status or quantities altered, whose checksum still
 verifies because Kite signs only order_id and order_timestamp.
+
+``python -m local.kite_orders`` (``make orders``) scripts a trading day at a running simulator:
+``make dev``'s, found through ``.kitehooks-dev.json``, or ``--kite-url``.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import random
+import sys
 import threading
 import time
 import urllib.error
@@ -51,6 +56,7 @@ __all__ = [
     "SteppingClock",
     "TradingDay",
     "is_order_path",
+    "main",
     "trading_day",
 ]
 
@@ -880,3 +886,65 @@ def _order_script(rng: random.Random) -> list[tuple[str, int]]:
     elif ending < 0.9:
         steps.append(("reject", 0))
     return steps
+
+
+# -- make orders --------------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.kite_orders",
+        description="Script a trading day at the Kite simulator of the running local stack.",
+    )
+    parser.add_argument("--orders", type=int, default=50, help="orders to place (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="the day's paths and drops (default 0)")
+    parser.add_argument("--drop-share", type=float, default=0.0, help="share of postbacks dropped, 0..1")
+    parser.add_argument("--duplicates", type=int, default=0, help="postbacks sent twice")
+    parser.add_argument("--forgeries", type=int, default=0, help="forged postbacks sent at the end")
+    parser.add_argument("--kite-url", help="the simulator (default: the running `make dev`'s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Ask the simulator to play a trading day and print what it did. 1 if it could not."""
+    args = _parse_args(argv)
+    kite_url = args.kite_url
+    if not kite_url:
+        from local.dev_state import StackNotRunning, read_state
+
+        try:
+            kite_url = read_state().kite_url
+        except StackNotRunning as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    day = {
+        "orders": args.orders,
+        "seed": args.seed,
+        "drop_share": args.drop_share,
+        "duplicates": args.duplicates,
+        "forgeries": args.forgeries,
+    }
+    request = urllib.request.Request(  # noqa: S310 - the simulator's http URL
+        f"{kite_url.rstrip('/')}/__sim/orders/day",
+        data=json.dumps(day).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:  # noqa: S310
+            summary = json.loads(response.read())["data"]
+    except urllib.error.HTTPError as error:
+        print(f"the simulator refused the day: {json.loads(error.read()).get('message')}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as error:
+        print(f"the Kite simulator at {kite_url} did not answer: {error}", file=sys.stderr)
+        return 1
+    postbacks = ", ".join(f"{count} {kind}" for kind, count in sorted(summary["postbacks"].items()))
+    print(
+        f"{summary['orders']} orders, {summary['states']} states in their histories; postbacks: {postbacks}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -260,11 +260,13 @@ def test_drop_share_is_deterministic_with_a_seed(sim: KiteSimulator, receiver: P
     def dropped_with(seed: int) -> list[bool]:
         book = OrderBook(api_key="k", api_secret="s", user_id="AB1234")
         book.configure(drop_share=0.5, seed=seed)
-        trading_day(book, orders=10, seed=1, drop_share=0.5, start="2026-11-30 09:15:00")
+        for _ in range(20):
+            book.fill(book.place("regular", {k: str(v) for k, v in LIMIT_ORDER.items()}))
         return [d.outcome == "dropped" for d in book.deliveries()]
 
     first = dropped_with(1)
     assert first == dropped_with(1)
+    assert first != dropped_with(2)
     assert 0 < sum(first) < len(first)
 
     sim.orders.configure(postback_url=receiver.url, drop_share=1.0, seed=5)
