@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import sys
 import threading
@@ -178,7 +179,7 @@ def _number(form: Mapping[str, str], name: str, default: float = 0.0) -> float:
         value = float(raw)
     except ValueError:
         raise _input_error(f"Invalid `{name}`.") from None
-    if value < 0 or value != value:  # NaN fails the second test
+    if value < 0 or not math.isfinite(value):
         raise _input_error(f"Invalid `{name}`.")
     return value
 
@@ -379,6 +380,8 @@ class OrderBook:
                 self._sequence += 1
                 order_id = f"{self._clock().strftime('%y%m%d')}{self._sequence:09d}"
                 order["order_id"] = order_id
+                # Kite's guid identifies the placement request; derived here so a seeded day repeats.
+                order["guid"] = hashlib.sha256(f"guid:{order_id}".encode()).hexdigest()[:18]
                 order["exchange_order_id"] = None
                 record = _Order(current=order)
                 self._orders[order_id] = record
@@ -611,9 +614,7 @@ class OrderBook:
             "meta": {},
             "tag": tag,
             "tags": [tag] if tag else [],
-            "guid": hashlib.sha256(f"{self.user_id}:{self._sequence}:{tradingsymbol}".encode()).hexdigest()[
-                :18
-            ],
+            "guid": "",
         }
 
     def _open_order(self, order_id: str, action: str) -> _Order:

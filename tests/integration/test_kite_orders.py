@@ -198,6 +198,10 @@ def test_rejected_and_bad_placements(
         kite.place_order(**{**LIMIT_ORDER, "quantity": 0})
     with pytest.raises(InputException):
         kite.place_order(**{**LIMIT_ORDER, "variety": "nonsense"})
+    for price in ("inf", "-1", "abc"):
+        with pytest.raises(InputException, match="price"):
+            kite.place_order(**{**LIMIT_ORDER, "price": price})
+    assert kite.orders() == []
     order_id = sim.orders.place(
         "regular", {k: str(v) for k, v in LIMIT_ORDER.items()}, reject_reason="RMS: insufficient funds"
     )
