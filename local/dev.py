@@ -204,6 +204,9 @@ class DevStack:
                 "KiteApiRoot": self.kite_url,
                 "KiteLoginUrl": f"{self.kite_url}/connect/login",
                 "SessionPrefix": self.session_prefix,
+                # The one Redirect URL "registered" at the simulator: /login on another host
+                # (localhost) sends the browser here first, so its cookie is where Kite returns.
+                "KiteRedirectUrl": f"{self.api_url}/callback",
             },
             extra_env={**EMULATOR_CREDENTIALS, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION},
         )
@@ -268,7 +271,7 @@ kitehooks is running locally.
   Kite simulator                {self.kite_url}   (api_key {self.api_key}, user {self.user_id})
 
 Next:
-  1. open {self.api_url}/login in a browser: the simulator logs you in as {self.user_id}
+  1. open {self.api_url}/ in a browser and log in: the simulator logs you in as {self.user_id}
   2. make sessions     # the stored session, without its tokens
   3. make postback     # a signed sample postback, as Kite would send it
   4. make queue        # the order update waiting in the FIFO queue
