@@ -20,7 +20,9 @@ The simulator (:mod:`local.kite_simulator`) mounts :meth:`OrderBook.handle_api` 
 Switches (:meth:`OrderBook.configure`, or ``POST /__sim/orders/switches``): ``postback_url``,
 ``drop_share`` (0..1, the share of postbacks never sent, decided by a ``seed``ed generator),
 ``duplicate_next`` (the next N postbacks are sent twice), ``rate_limit`` (requests per second per
-api_key on the order routes; beyond it Kite's 429; ``null`` = off). :meth:`OrderBook.forge`
+api_key on the order routes; beyond it Kite's 429; ``null`` = off), ``postback_content_type``
+(``application/json``, or ``application/x-www-form-urlencoded`` over the same raw JSON body, as
+Kite sometimes labels it). :meth:`OrderBook.forge`
 sends a forged postback: a genuine one with status or quantities altered, whose checksum still
 verifies because Kite signs only order_id and order_timestamp.
 
@@ -42,7 +44,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
@@ -76,6 +78,9 @@ _EXCHANGES = frozenset({"NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX"})
 _MAX_TAG_LENGTH = 20
 _POSTBACK_TIMEOUT_SECONDS = 10.0
 _MAX_CONTROL_BODY_BYTES = 64 * 1024
+_JSON = "application/json"
+# Kite has been seen labelling the same raw JSON body as a form; the switch reproduces that.
+_FORM = "application/x-www-form-urlencoded"
 _MSG_NOT_FOUND = "Couldn't find that `order_id`."
 _MSG_PROCESSED = "Order cannot be {action} as it is being processed or has been completed."
 
@@ -217,13 +222,16 @@ class OrderBook:
         self._drop_random = random.Random()  # noqa: S311 - test data, seeded on purpose
         self._duplicate_next = 0
         self._rate_limit: int | None = None
+        self._content_type = _JSON
 
     def __repr__(self) -> str:
         return f"OrderBook(user_id={self.user_id!r}, orders={len(self._orders)})"
 
     # -- switches -------------------------------------------------------------------------------
 
-    _SWITCHES = frozenset({"postback_url", "drop_share", "seed", "duplicate_next", "rate_limit"})
+    _SWITCHES = frozenset(
+        {"postback_url", "drop_share", "seed", "duplicate_next", "rate_limit", "postback_content_type"}
+    )
 
     def configure(self, **switches: Any) -> dict[str, Any]:
         """Set any of ``postback_url`` (str or None), ``drop_share`` (0..1), ``seed`` (int; restarts
@@ -248,6 +256,9 @@ class OrderBook:
         duplicates = switches.get("duplicate_next", 0)
         if isinstance(duplicates, bool) or not isinstance(duplicates, int) or duplicates < 0:
             raise ValueError("duplicate_next must be an integer >= 0")
+        content_type = switches.get("postback_content_type", _JSON)
+        if content_type not in {_JSON, _FORM}:
+            raise ValueError(f"postback_content_type must be {_JSON} or {_FORM}")
         limit = switches.get("rate_limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
             raise ValueError("rate_limit must be an integer > 0 or null")
@@ -261,6 +272,8 @@ class OrderBook:
                 self._drop_random = random.Random(seed)  # noqa: S311 - reproducible drops
             if "duplicate_next" in switches:
                 self._duplicate_next = duplicates
+            if "postback_content_type" in switches:
+                self._content_type = content_type
             if "rate_limit" in switches:
                 self._rate_limit = limit
                 self._request_times.clear()
@@ -277,6 +290,7 @@ class OrderBook:
             "seed": self._seed,
             "duplicate_next": self._duplicate_next,
             "rate_limit": self._rate_limit,
+            "postback_content_type": self._content_type,
         }
 
     def use_clock(self, clock: Callable[[], datetime] | None) -> None:
@@ -286,16 +300,22 @@ class OrderBook:
 
     # -- inspection -----------------------------------------------------------------------------
 
-    def orders(self) -> list[dict[str, Any]]:
-        """``GET /orders``: every order's current state, oldest order first."""
+    def orders(self, user_id: str | None = None) -> list[dict[str, Any]]:
+        """``GET /orders``: every order's current state (``user_id``'s only, if given), oldest
+        order first."""
         with self._lock:
-            return [dict(order.current) for order in self._orders.values()]
+            return [
+                dict(order.current)
+                for order in self._orders.values()
+                if user_id is None or order.current["placed_by"] == user_id
+            ]
 
-    def history(self, order_id: str) -> list[dict[str, Any]]:
-        """``GET /orders/{order_id}``: every state the order passed through, oldest first."""
+    def history(self, order_id: str, user_id: str | None = None) -> list[dict[str, Any]]:
+        """``GET /orders/{order_id}``: every state the order passed through, oldest first. Another
+        user's order is not found, as at Kite."""
         with self._lock:
             order = self._orders.get(order_id)
-            if order is None:
+            if order is None or user_id not in (None, order.current["placed_by"]):
                 raise _input_error(_MSG_NOT_FOUND)
             return [dict(state) for state in order.history]
 
@@ -315,21 +335,25 @@ class OrderBook:
         authenticate: Callable[[], object],
     ) -> Any:
         """Answer an order route's ``data``; raises OrderApiError for Kite's error envelope.
-        ``authenticate`` raises the caller's TokenException for a dead or wrong token."""
+        ``authenticate`` raises the caller's TokenException for a dead or wrong token, and may
+        return the caller's profile, whose ``user_id`` picks the orders it sees."""
         self._admit()
-        authenticate()
+        caller = authenticate()
+        user_id = self.user_id
+        if isinstance(caller, Mapping) and isinstance(caller.get("user_id"), str):
+            user_id = caller["user_id"]
         parts = path.strip("/").split("/")
         if method == "GET" and len(parts) == 1:
-            return self.orders()
+            return self.orders(user_id)
         if method == "GET" and len(parts) == 2:
-            return self.history(parts[1])
+            return self.history(parts[1], user_id)
         if method == "POST" and len(parts) == 2:
-            return {"order_id": self.place(parts[1], form)}
+            return {"order_id": self.place(parts[1], form, user_id=user_id)}
         if method == "PUT" and len(parts) == 3:
-            self._check_variety(parts[1], parts[2])
+            self._check_variety(parts[1], parts[2], user_id)
             return {"order_id": self.modify(parts[2], **self._modification(form))}
         if method == "DELETE" and len(parts) == 3:
-            self._check_variety(parts[1], parts[2])
+            self._check_variety(parts[1], parts[2], user_id)
             return {"order_id": self.cancel(parts[2])}
         raise OrderApiError("GeneralException", "Method not allowed.", HTTPStatus.METHOD_NOT_ALLOWED)
 
@@ -345,10 +369,10 @@ class OrderBook:
                 raise OrderApiError("NetworkException", "Too many requests", HTTPStatus.TOO_MANY_REQUESTS)
             self._request_times.append(now)
 
-    def _check_variety(self, variety: str, order_id: str) -> None:
+    def _check_variety(self, variety: str, order_id: str, user_id: str) -> None:
         with self._lock:
             order = self._orders.get(order_id)
-            if order is None:
+            if order is None or order.current["placed_by"] != user_id:
                 raise _input_error(_MSG_NOT_FOUND)
             if order.current["variety"] != variety:
                 raise _input_error("Invalid `variety`.")
@@ -370,11 +394,19 @@ class OrderBook:
 
     # -- moving orders --------------------------------------------------------------------------
 
-    def place(self, variety: str, form: Mapping[str, str], *, reject_reason: str | None = None) -> str:
+    def place(
+        self,
+        variety: str,
+        form: Mapping[str, str],
+        *,
+        reject_reason: str | None = None,
+        user_id: str | None = None,
+    ) -> str:
         """Validate a placement as Kite does and open the order (``OPEN`` postback), or reject it
-        at the risk checks when ``reject_reason`` is given (``REJECTED`` postback). Returns the
-        order_id."""
+        at the risk checks when ``reject_reason`` is given (``REJECTED`` postback). The order is
+        ``user_id``'s (the book's user by default). Returns the order_id."""
         order = self._new_order(variety, form)
+        order["placed_by"] = user_id or self.user_id
         with self._delivery_lock:
             with self._lock:
                 self._sequence += 1
@@ -640,7 +672,7 @@ class OrderBook:
         current = record.current
         order_id, order_timestamp = current["order_id"], current["order_timestamp"]
         payload: dict[str, Any] = {
-            "user_id": self.user_id,
+            "user_id": current["placed_by"],
             "unfilled_quantity": current["pending_quantity"],
             "app_id": self.app_id,
             "checksum": hashlib.sha256(f"{order_id}{order_timestamp}{self._api_secret}".encode()).hexdigest(),
@@ -660,7 +692,7 @@ class OrderBook:
         for postback in postbacks:
             body = json.dumps(postback.payload, separators=(",", ":")).encode("utf-8")
             with self._lock:
-                url = self._postback_url
+                url, content_type = self._postback_url, self._content_type
                 # One draw per genuine postback keeps a seed's drops the same whatever else is
                 # switched; a postback switched to be duplicated is never dropped, so it arrives twice.
                 draw = self._drop_random.random() if postback.kind == "genuine" else 1.0
@@ -671,7 +703,7 @@ class OrderBook:
             elif url is None:
                 outcome = "no_url"
             else:
-                http_status = _post_json(url, body)
+                http_status = _post_once(url, body, content_type)
                 outcome = "delivered" if http_status is not None and 200 <= http_status < 300 else "failed"
             delivery = PostbackDelivery(
                 order_id=postback.payload["order_id"],
@@ -720,9 +752,15 @@ class OrderBook:
             params = dict(params)
             variety = str(params.pop("variety", "regular"))
             reason = params.pop("reject_reason", None)
+            owner = params.pop("user_id", None)
             form = {str(k): str(v) for k, v in params.items()}
             return {
-                "order_id": self.place(variety, form, reject_reason=None if reason is None else str(reason))
+                "order_id": self.place(
+                    variety,
+                    form,
+                    reject_reason=None if reason is None else str(reason),
+                    user_id=None if owner is None else str(owner),
+                )
             }
         if parts == ["day"]:
             return trading_day(self, **params).summary()
@@ -741,10 +779,10 @@ class OrderBook:
         raise OrderApiError("GeneralException", "Route not found.", HTTPStatus.NOT_FOUND)
 
 
-def _post_json(url: str, body: bytes) -> int | None:
+def _post_once(url: str, body: bytes, content_type: str) -> int | None:
     """POST a postback once, as Kite does (no retry); the HTTP status, or None if nobody answered."""
     request = urllib.request.Request(  # noqa: S310 - the URL is the configured http(s) postback URL
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        url, data=body, method="POST", headers={"Content-Type": content_type}
     )
     try:
         with urllib.request.urlopen(request, timeout=_POSTBACK_TIMEOUT_SECONDS) as response:  # noqa: S310
@@ -790,6 +828,7 @@ def trading_day(
     duplicates: int = 0,
     forgeries: int = 0,
     start: str | None = None,
+    users: Sequence[str] | None = None,
 ) -> TradingDay:
     """Place ``orders`` orders and move them along random paths chosen by ``seed``, interleaved
     across orders: some rejected at placement, then modifications and partial fills, then
@@ -797,7 +836,8 @@ def trading_day(
     ``duplicates`` of them sent twice and, at the end, ``forgeries`` forged postbacks sent for
     finished orders (claims their histories never show). ``start`` (``YYYY-MM-DD HH:MM:SS`` IST)
     takes timestamps from a clock starting there and stepping by seconds, so a seed repeats the
-    same day exactly. The book's switches are restored afterwards."""
+    same day exactly. ``users`` spreads the orders over these user_ids (default: the book's
+    user). The book's switches are restored afterwards."""
     if orders < 1:
         raise ValueError("orders must be at least 1")
     rng = random.Random(seed)  # noqa: S311 - a reproducible day
@@ -835,7 +875,8 @@ def trading_day(
                     "tag": f"day{seed}",
                 }
                 reason = "RMS: Margin exceeds available funds" if action == "place-rejected" else None
-                order_ids[index] = book.place("regular", form, reject_reason=reason)
+                owner = rng.choice(users) if users else None
+                order_ids[index] = book.place("regular", form, reject_reason=reason, user_id=owner)
             elif order_id is None:
                 raise AssertionError("a script starts with its placement")
             elif action == "fill":

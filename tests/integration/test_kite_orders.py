@@ -364,3 +364,47 @@ def test_scripted_day_repeats_exactly_with_its_seed() -> None:
     assert len(first[0]) >= 200
     finals = {state["order_id"]: state["status"] for state in first[0]}
     assert set(finals.values()) >= {"COMPLETE", "CANCELLED", "REJECTED", "OPEN"}
+
+
+def test_each_user_sees_only_their_own_orders(
+    sim: KiteSimulator, kite: KiteConnect, receiver: PostbackReceiver
+) -> None:
+    mine = kite.place_order(**LIMIT_ORDER)
+    theirs = sim.orders.place("regular", {k: str(v) for k, v in LIMIT_ORDER.items()}, user_id="CD5678")
+
+    assert [order["order_id"] for order in kite.orders()] == [mine]
+    with pytest.raises(InputException):
+        kite.order_history(theirs)
+    with pytest.raises(InputException):
+        kite.cancel_order("regular", theirs)
+    assert sim.orders.orders("CD5678")[0]["status"] == "OPEN"
+    assert [(p["order_id"], p["user_id"]) for p in receiver.payloads()] == [
+        (mine, sim.user_id),
+        (theirs, "CD5678"),
+    ]
+
+
+def test_postbacks_can_come_labelled_as_a_form_with_the_same_json_body(
+    sim: KiteSimulator, receiver: PostbackReceiver
+) -> None:
+    sim.orders.configure(postback_url=receiver.url)
+    sim.orders.place("regular", {k: str(v) for k, v in LIMIT_ORDER.items()})
+    sim.orders.configure(postback_content_type="application/x-www-form-urlencoded")
+    sim.orders.place("regular", {k: str(v) for k, v in LIMIT_ORDER.items()})
+
+    assert [item.content_type for item in receiver.received] == [
+        "application/json",
+        "application/x-www-form-urlencoded",
+    ]
+    assert all(_verified(payload) for payload in receiver.payloads())
+    with pytest.raises(ValueError, match="postback_content_type"):
+        sim.orders.configure(postback_content_type="text/plain")
+
+
+def test_a_scripted_day_spreads_over_the_users_given() -> None:
+    book = OrderBook(api_key="k", api_secret="s", user_id="AB1234")
+    day = trading_day(book, orders=20, seed=2, users=["AB1234", "CD5678"])
+    mine, theirs = book.orders("AB1234"), book.orders("CD5678")
+    assert mine
+    assert theirs
+    assert len(mine) + len(theirs) == len(day.order_ids) == 20
