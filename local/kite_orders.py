@@ -22,9 +22,12 @@ Switches (:meth:`OrderBook.configure`, or ``POST /__sim/orders/switches``): ``po
 ``duplicate_next`` (the next N postbacks are sent twice), ``rate_limit`` (requests per second per
 api_key on the order routes; beyond it Kite's 429; ``null`` = off), ``postback_content_type``
 (``application/json``, or ``application/x-www-form-urlencoded`` over the same raw JSON body, as
-Kite sometimes labels it). :meth:`OrderBook.forge`
-sends a forged postback: a genuine one with status or quantities altered, whose checksum still
-verifies because Kite signs only order_id and order_timestamp.
+Kite sometimes labels it). :meth:`OrderBook.forge` sends a forged postback: a genuine one with
+status or quantities altered, whose checksum still verifies because Kite signs only order_id and
+order_timestamp.
+
+Postbacks are posted synchronously, before the call that moved the order returns: a test sees
+them as soon as its control call is answered. Each user (``placed_by``) sees only their orders.
 
 ``python -m local.kite_orders`` (``make orders``) scripts a trading day at a running simulator:
 ``make dev``'s, found through ``.kitehooks-dev.json``, or ``--kite-url``.
