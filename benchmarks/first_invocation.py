@@ -5,7 +5,8 @@
 ``kind`` is ``floor-postback`` / ``floor-callback`` (only ``import boto3`` and the clients the
 function needs), ``baseline`` (benchmarks/baseline_postback.py) or ``function`` (the folder's
 ``app.handler``). Timed from just before the import to the first answer: the interpreter's own
-start-up is the same for every kind and left out. Prints one JSON line: wall and CPU milliseconds.
+start-up is the same for every kind and left out. Prints one JSON line: wall and CPU milliseconds,
+the answer's status, and whether ``requests`` or pydantic got loaded.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def main() -> int:
     wall_ms = (time.perf_counter() - wall) * 1000
     cpu_ms = (time.process_time() - cpu) * 1000
     sys.stdout = real_stdout
-    print(json.dumps({"wall_ms": wall_ms, "cpu_ms": cpu_ms, "status": status}))
+    heavy = sorted({name.split(".")[0] for name in sys.modules} & {"requests", "pydantic"})
+    print(json.dumps({"wall_ms": wall_ms, "cpu_ms": cpu_ms, "status": status, "heavy_modules": heavy}))
     return 0
 
 

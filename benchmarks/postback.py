@@ -133,7 +133,7 @@ def _environment(endpoint: str) -> dict[str, str]:
 
 def _first_invocation(
     kind: str, code_uri: Path, event: dict[str, Any], env: dict[str, str]
-) -> dict[str, float]:
+) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-I", str(BENCH / "first_invocation.py"), kind, str(code_uri), str(LAYER)],
         input=json.dumps(event),
@@ -144,7 +144,7 @@ def _first_invocation(
         check=True,
         timeout=120,
     )
-    figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     if kind in ("baseline", "function") and figures["status"] not in (200, 302):
         raise RuntimeError(f"{kind} in {code_uri.name} answered {figures['status']}: {result.stdout[-2000:]}")
     return figures
@@ -171,7 +171,7 @@ def first_invocations(endpoint: str, stack: dict[str, Any], stack_name: str) -> 
         "ORDER_UPDATES_QUEUE_URL": stack["OrderUpdatesQueue"]["Ref"],
         "UNDELIVERED_BUCKET": stack["UndeliveredPostbacksBucket"]["Ref"],
     }
-    samples: dict[str, list[dict[str, float]]] = {
+    samples: dict[str, list[dict[str, Any]]] = {
         k: [] for k in ("floor-postback", "baseline", "postback", "floor-callback", "callback")
     }
     with KiteSimulator(
@@ -220,7 +220,8 @@ def first_invocations(endpoint: str, stack: dict[str, Any], stack_name: str) -> 
         }
         for name, runs in samples.items()
     }
-    return {"runs": COLD_RUNS, "medians": medians}
+    heavy = sorted({module for run in samples["postback"] for module in run["heavy_modules"]})
+    return {"runs": COLD_RUNS, "medians": medians, "postback_heavy_modules": heavy}
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +350,22 @@ def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
         _timed(baseline_postback.handler, events("baseline", 2), 200)
         _timed(app.handler, events("postback", 2), 200)
 
-    emulator = _interleaved(sides, events, WARM_PER_ROUND)
+    import boto3
+
+    queue_url = stack["OrderUpdatesQueue"]["Ref"]
+    emptier = boto3.client("sqs")
+
+    def empty_queue(name: str, count: int) -> None:
+        # moto checks a FIFO message's deduplication against every message it holds, so a queue
+        # that fills up makes each send slower than the last: both sides start from an empty one.
+        # (PurgeQueue is allowed once a minute: the messages are received and deleted instead.)
+        while batch := emptier.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages"):
+            emptier.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+            )
+
+    emulator = _interleaved(sides, events, WARM_PER_ROUND, before_block=empty_queue)
 
     # Secrets Manager reads over SECRETS_WINDOW warm postbacks (the secret is cached for 300 s).
     reads = 0
@@ -360,6 +376,7 @@ def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
 
     aws.secretsmanager_client().meta.events.register("before-send.secrets-manager.GetSecretValue", count_read)
     window = CountingSink()
+    empty_queue("postback", 0)
     with captured(window):
         _timed(app.handler, events("postback", SECRETS_WINDOW), 200)
     secrets_per_1000 = reads * 1000 / SECRETS_WINDOW
@@ -405,14 +422,12 @@ def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
     stubbed = _interleaved(sides, events, STUBBED_PER_ROUND, before_block=queue_answers)
     for stubber in stubbers.values():
         stubber.deactivate()
-    heavy = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("requests", "pydantic")})
     return {
         "emulator": emulator,
         "stubbed": stubbed,
         "secrets_manager_reads_per_1000_warm": secrets_per_1000,
         "log_bytes": by_outcome,
         "sample_lines": sample_sink.kept,
-        "heavy_modules_loaded": heavy,
     }
 
 
