@@ -509,3 +509,31 @@ def test_functions_behind_the_api_stop_before_api_gateway_gives_up() -> None:
         lid: FUNCTIONS[lid]["Properties"].get("Timeout") for lid in ("CallbackFunction", "PostbackFunction")
     }
     assert timeouts == {"CallbackFunction": 29, "PostbackFunction": 28}
+
+
+def test_a_throttled_postback_and_any_5xx_to_kite_are_alarmed() -> None:
+    """Kite never resends a postback answered 5xx, and a throttled one is neither an Errors nor
+    a PostbackLost: Throttles on the function and 5xx on the API are alarmed."""
+    alarms = {
+        (props["Namespace"], props["MetricName"]): props
+        for resource in TEMPLATE["Resources"].values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+        for props in [resource["Properties"]]
+    }
+    throttles = alarms[("AWS/Lambda", "Throttles")]
+    assert throttles["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "PostbackFunction"}}]
+    server_errors = alarms[("AWS/ApiGateway", "5xx")]
+    assert {d["Name"]: d["Value"] for d in server_errors["Dimensions"]} == {
+        "ApiId": {"Ref": "HttpApi"},
+        "Stage": {"Ref": "Stage"},
+    }
+
+
+def test_the_time_budgets_fit_the_functions_timeouts() -> None:
+    """The postback keeps 5 s for parking after 7 s of credentials and 8 s of sending, inside a
+    deadline 2.5 s before its Timeout; the callback answers before API Gateway's 30 s."""
+    globals_timeout = TEMPLATE["Globals"]["Function"]["Timeout"]
+    postback = FUNCTIONS["PostbackFunction"]["Properties"].get("Timeout", globals_timeout)
+    callback = FUNCTIONS["CallbackFunction"]["Properties"].get("Timeout", globals_timeout)
+    assert 7 + 8 + 5 + 2.5 <= postback < 30
+    assert callback < 30
