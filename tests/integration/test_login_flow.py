@@ -676,3 +676,40 @@ def test_a_malformed_registered_redirect_url_is_a_setup_fault(
     answer = browser.call("login", "/login", host="localhost:3000")
     assert answer.status == 503
     assert "not configured" in answer.body
+
+
+def test_a_session_write_whose_answer_was_lost_is_read_back_and_its_token_kept(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets Manager applied the write but its answer never came (a timeout, a 5xx): ending
+    the Kite session now would leave the stored session holding a dead token."""
+    from kitehooks import sessions
+
+    real_put = sessions.SessionStore.put
+
+    def put_then_lose_the_answer(store: sessions.SessionStore, session: sessions.KiteSession) -> str:
+        real_put(store, session)
+        raise sessions.SessionStoreError("Secrets Manager did not answer (ReadTimeoutError)")
+
+    monkeypatch.setattr(sessions.SessionStore, "put", put_then_lose_the_answer)
+    answer = browser.full_login()
+    assert answer.status == 200, answer.body
+    stored = stored_session(browser)
+    assert stored is not None
+    assert stored["access_token"] in browser.sim.active_access_tokens()
+
+
+def test_a_session_write_that_did_not_happen_ends_the_kite_session(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kitehooks import sessions
+
+    def refuse(store: sessions.SessionStore, session: sessions.KiteSession) -> str:
+        raise sessions.SessionStoreError("Secrets Manager refused the write (AccessDeniedException)")
+
+    monkeypatch.setattr(sessions.SessionStore, "put", refuse)
+    answer = browser.full_login()
+    assert answer.status == 503
+    assert "could not be saved" in answer.body
+    assert stored_session(browser) is None
+    assert browser.sim.active_access_tokens() == []  # the token Kite issued was ended

@@ -8,6 +8,7 @@ these pages before API Gateway gives up at 30 s.
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,14 @@ from kitehooks.credentials import ApiCredentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.login import Page, completed_cookie, state_cookie
 from kitehooks.session_events import SessionEvents, session_started
-from kitehooks.sessions import IST, SessionStore, SessionStoreError, new_session
+from kitehooks.sessions import (
+    IST,
+    KiteSession,
+    SessionNotFound,
+    SessionStore,
+    SessionStoreError,
+    new_session,
+)
 
 logger = Logger(child=True)
 
@@ -33,6 +41,10 @@ CLAIM_SECONDS = 6.0
 # the Kite session it created.
 STORE_RESERVE_SECONDS = 9.0
 INVALIDATE_RESERVE_SECONDS = 3.0
+# Within that reserve: reading the session back after a write whose answer was lost, then ending
+# the Kite session if it was not stored.
+READ_BACK_SECONDS = 1.5
+INVALIDATE_SECONDS = 1.5
 # Below this there is no point in spending the single-use request_token.
 MIN_EXCHANGE_SECONDS = 2.0
 CLOSE_TAB = "You can close this tab."
@@ -159,17 +171,22 @@ def complete_login(
         login_time=grant.login_time,
         now=now,
     )
+    store = SessionStore(aws.secretsmanager_client(), settings.sessions.session_prefix)
     try:
         with deadline.limit(keep=INVALIDATE_RESERVE_SECONDS):
-            SessionStore(aws.secretsmanager_client(), settings.sessions.session_prefix).put(session)
+            store.put(session)
     except (SessionStoreError, DeadlineExceeded) as error:
         logger.error("session not stored", extra={"reason": str(error) or "Secrets Manager timed out"})
-        _end_kite_session(client, grant.access_token)
-        return page(
-            503,
-            "Login could not be saved",
-            "Kite logged you in but the session could not be saved. Try again.",
-        )
+        stored = _stored_after_all(store, session, deadline)
+        if stored is not True:
+            if stored is False:  # never while it may be the token the stored session now holds
+                _end_kite_session(client, grant.access_token)
+            return page(
+                503,
+                "Login could not be saved",
+                "Kite logged you in but the session could not be saved. Try again.",
+            )
+        logger.info("session stored after all: its write's answer was lost")
 
     logger.info("session stored", extra={"kite_user_id": grant.user_id, "expires_at": session.expires_at})
     # After the write, within what is left of the deadline; a failure is logged and counted but
@@ -212,6 +229,21 @@ def _exchange_failure(error: kite.KiteError) -> tuple[int, str, str]:
         "Kite is unavailable",
         "Kite could not complete the login just now. Please try again in a minute.",
     )
+
+
+def _stored_after_all(store: SessionStore, session: KiteSession, deadline: Deadline) -> bool | None:
+    """Whether a write whose answer was lost (a timeout, a 5xx) was applied all the same: True if
+    the stored session holds this login's token, False if it does not, None if that cannot be
+    told in time. Ending the token at Kite is right only on False: on True it is the stored
+    session's, and on None it may be."""
+    try:
+        with deadline.limit(READ_BACK_SECONDS, keep=INVALIDATE_SECONDS):
+            current = store.get(session.user_id)
+    except SessionNotFound:
+        return False
+    except (SessionStoreError, DeadlineExceeded):
+        return None
+    return hmac.compare_digest(current.access_token.encode(), session.access_token.encode())
 
 
 def _end_kite_session(client: kite.KiteClient, access_token: str) -> None:
