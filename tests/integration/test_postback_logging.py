@@ -18,7 +18,7 @@ import pytest
 
 from local.provision import ResourceValues
 from local.samples import http_api_event, postback_body
-from tests.conftest import REGION, ROOT, TEST_API_SECRET
+from tests.conftest import REGION, ROOT, TEST_API_SECRET, closed_port
 
 # The accepted line's budget at the template's default level, with Kite's usual order id (15
 # digits), status and API Gateway request id (16 characters). The line is ~345 bytes: the metric in
@@ -27,7 +27,9 @@ ACCEPTED_LINE_BUDGET = 350
 REQUEST_ID = "JjpPHjiyBcwEM2w="
 
 
-def _run(stack: ResourceValues, moto: str, body: bytes, log_level: str = "INFO") -> list[str]:
+def _run(
+    stack: ResourceValues, moto: str, body: bytes, log_level: str = "INFO", **endpoints: str
+) -> list[str]:
     """The function's output lines for one invocation (the child's RESULT line left out)."""
     environment = {
         key: value
@@ -50,6 +52,7 @@ def _run(stack: ResourceValues, moto: str, body: bytes, log_level: str = "INFO")
         ORDER_UPDATES_QUEUE_URL=stack["OrderUpdatesQueue"]["Ref"],
         UNDELIVERED_BUCKET=stack["UndeliveredPostbacksBucket"]["Ref"],
         API_CREDENTIALS_SECRET_ID=stack["ApiCredentialsSecret"]["Ref"],
+        **endpoints,
     )
     event = http_api_event("POST", "/postback", body, request_id=REQUEST_ID)
     with tempfile.TemporaryFile("w+") as event_file:
@@ -138,3 +141,18 @@ def test_above_info_the_accepted_line_is_dropped_but_its_metric_still_counts(
     assert "message" not in record
     assert _metrics(record) == {"PostbackEnqueued": [["service"]]}
     assert record["PostbackEnqueued"] == 1
+
+
+def test_under_log_level_warn_a_parked_postback_still_counts_on_its_warning_line(
+    stack: ResourceValues, moto_endpoint: str
+) -> None:
+    """Lambda's level filter counts a line without a level as INFO: a metric line of its own would
+    be dropped under WARN, and the PostbackParked alarm with it. On the warning line it stays."""
+    sqs_down = f"http://127.0.0.1:{closed_port()}"
+    lines = _run(stack, moto_endpoint, postback_body(TEST_API_SECRET), "WARN", AWS_ENDPOINT_URL_SQS=sqs_down)
+    records = [json.loads(line) for line in lines]
+    [parked] = [record for record in records if record.get("message") == "postback parked"]
+    assert (parked["level"], parked["verification"]) == ("WARNING", "verified")
+    assert parked["timestamp"][10] == "T"
+    assert _metrics(parked) == {"PostbackParked": [["service"]]}
+    assert all("level" in record for record in records)  # no line Lambda would take for INFO

@@ -16,7 +16,8 @@ CloudWatch's embedded metric format; a rejected one likewise writes one line wit
 repeating the function's name, ARN, memory and request id (all in Lambda's own REPORT line and log
 stream already) and a second line for the metric, ~660 bytes per postback where one line of ~300
 carries the same facts, and they cost about half the warm request's CPU. The rarer outcomes
-(parked, lost, internal error) keep Powertools' full line format and metric flush.
+(parked, lost) keep Powertools' full line format, with their metric on the line too; only an
+internal error's counts are left to the handler's metric flush.
 """
 
 from __future__ import annotations
@@ -283,9 +284,11 @@ class PostbackReceiver:
                     request_id,
                 )
         except (undelivered.ParkingFailed, DeadlineExceeded):
-            metrics.add_metric(name="PostbackLost", unit=MetricUnit.Count, value=1)
-            logger.critical(
-                "postback could not be stored after an internal error", extra={"correlation_id": request_id}
+            _line_with_metric(
+                logging.CRITICAL,
+                "postback could not be stored after an internal error",
+                {"correlation_id": request_id},
+                "PostbackLost",
             )
         else:
             metrics.add_metric(name="PostbackParkedUnverified", unit=MetricUnit.Count, value=1)
@@ -315,18 +318,23 @@ class PostbackReceiver:
                     request_id,
                 )
         except (undelivered.ParkingFailed, DeadlineExceeded) as error:
-            metrics.add_metric(name="PostbackLost", unit=MetricUnit.Count, value=1)
-            logger.critical(
+            _line_with_metric(
+                logging.CRITICAL,
                 "postback could not be stored anywhere",
-                extra={**about, "reason": str(error) or "S3 did not answer in time"},
+                {**about, "reason": str(error) or "S3 did not answer in time"},
+                "PostbackLost",
             )
             return Outcome(503, {"status": "error", "reason": "postback could not be stored; try again"})
 
         # Verified: a genuine update is waiting for `make redrive` (the alarm's meaning).
         # Unverified: it could not be checked at all, which is a fault of its own to fix first.
         parked_metric = "PostbackParked" if verification == "verified" else "PostbackParkedUnverified"
-        metrics.add_metric(name=parked_metric, unit=MetricUnit.Count, value=1)
-        logger.warning("postback parked", extra={**about, "key": key, "verification": verification})
+        _line_with_metric(
+            logging.WARNING,
+            "postback parked",
+            {**about, "key": key, "verification": verification},
+            parked_metric,
+        )
         if verification == "unverified":
             # Stored, but not accepted: we could not tell whether it is genuine.
             return Outcome(
@@ -358,7 +366,11 @@ def _line_with_metric(
     level: int, message: str, fields: dict[str, Any], metric: str, reason: str | None = None
 ) -> None:
     """One line that is both a log line and one count of ``metric``; below the log level, the
-    metric alone, as Powertools' flush would print it, so the count never depends on the level."""
+    metric alone, as Powertools' flush would print it, so the count never depends on the level.
+
+    Lambda's log-level filter counts a JSON line without a level as INFO, so a metric line of its
+    own would be dropped under ``LogLevel=WARN``; on its WARNING or CRITICAL line it is kept, and
+    the alarms on PostbackParked and PostbackLost keep working whatever the level."""
     metric_fields = _metric(metric, reason)
     if not _lines.isEnabledFor(level):
         if metric_fields:
@@ -370,7 +382,7 @@ def _line_with_metric(
         )
         _lines.handle(record)
     else:
-        _lines.log(level, message, extra={**fields, **metric_fields}, stacklevel=3)
+        _lines.log(level, message, extra={**fields, **metric_fields}, stacklevel=2)
 
 
 def _logged(value: str | None) -> str | None:
@@ -393,8 +405,8 @@ def receive(body: bytes, request_id: str, deadline: Deadline) -> Outcome:
     try:
         current = receiver()
     except ConfigurationError as error:
-        metrics.add_metric(name="PostbackLost", unit=MetricUnit.Count, value=1)
-        logger.error("function is misconfigured", extra={"correlation_id": request_id, "reason": str(error)})
+        fields = {"correlation_id": request_id, "reason": str(error)}
+        _line_with_metric(logging.ERROR, "function is misconfigured", fields, "PostbackLost")
         return Outcome(503, {"status": "error", "reason": f"kitehooks is misconfigured: {error}"})
     try:
         return current.receive(body, request_id, deadline)
