@@ -158,3 +158,11 @@ def fresh_request_token(sim: KiteSimulator) -> str:
     """Log in at the simulator as a browser would and take the request_token off the redirect."""
     location = requests.get(sim.login_url(), allow_redirects=False, timeout=5).headers["Location"]
     return parse_qs(urlsplit(location).query)["request_token"][0]
+
+
+def as_a_user_runs_make(environment: dict[str, str]) -> dict[str, str]:
+    """``environment`` without what an enclosing ``make test`` passes down (MAKELEVEL and the
+    flags), so a helper run by a test prints "make: ***" as it does in a user's shell, not
+    "make[1]: ***"."""
+    passed_down = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    return {key: value for key, value in environment.items() if key not in passed_down}

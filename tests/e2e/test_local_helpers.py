@@ -21,7 +21,7 @@ import requests
 
 from kitehooks.sessions import KiteSession, SessionStore
 from local.dev import DevPorts, DevStack
-from tests.conftest import closed_port
+from tests.conftest import as_a_user_runs_make, closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -64,7 +64,7 @@ def make(stack_url: str, *arguments: str, **env: str) -> subprocess.CompletedPro
         # -o: the venv is there already; do not let make reinstall it.
         ["make", "--no-print-directory", "-o", ".venv/.installed", *arguments],
         cwd=ROOT,
-        env={**os.environ, "KITEHOOKS_API_URL": stack_url, **env},
+        env=as_a_user_runs_make({**os.environ, "KITEHOOKS_API_URL": stack_url, **env}),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from local.dev_state import DevState, StackNotRunning, read_state, remove_state, write_state
+from tests.conftest import as_a_user_runs_make
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -48,7 +49,7 @@ def make(state_file: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
         # -o: the venv is there already; do not let make reinstall it.
         ["make", "--no-print-directory", "-o", ".venv/.installed", *arguments],
         cwd=ROOT,
-        env=_clean_env(state_file),
+        env=as_a_user_runs_make(_clean_env(state_file)),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

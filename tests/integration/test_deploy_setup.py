@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from tests.conftest import closed_port
+from tests.conftest import as_a_user_runs_make, closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "ap-south-1"
@@ -55,7 +55,7 @@ def make(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[st
         # -o: the venv is there already; do not let make reinstall it.
         ["make", "--no-print-directory", "-o", ".venv/.installed", *arguments],
         cwd=ROOT,
-        env=env,
+        env=as_a_user_runs_make(env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
