@@ -34,6 +34,7 @@ ANSWER_MARGIN_SECONDS = 2.5
 # each line carries the API Gateway request id as correlation_id itself, the accepted and rejected
 # lines carry their own metric, and only the rarer outcomes leave metrics to flush here.
 def handler(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:
+    receiver.start_invocation()
     try:
         return _answer(event, context)
     finally:

@@ -18,7 +18,15 @@ import pytest
 
 from local.provision import ResourceValues
 from local.samples import http_api_event, postback_body
-from tests.conftest import REGION, ROOT, TEST_API_SECRET, closed_port
+from tests.conftest import (
+    REGION,
+    ROOT,
+    TEST_API_SECRET,
+    FakeLambdaContext,
+    closed_port,
+    load_function,
+    reset_layer_caches,
+)
 
 # The accepted line's budget at the template's default level, with Kite's usual order id (15
 # digits), status and API Gateway request id (16 characters). The line is ~345 bytes: the metric in
@@ -156,3 +164,21 @@ def test_under_log_level_warn_a_parked_postback_still_counts_on_its_warning_line
     assert parked["timestamp"][10] == "T"
     assert _metrics(parked) == {"PostbackParked": [["service"]]}
     assert all("level" in record for record in records)  # no line Lambda would take for INFO
+
+
+def test_keys_appended_to_the_service_logger_do_not_outlive_the_invocation(
+    stack: ResourceValues, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Code sharing the service's logger may append keys (as inject_lambda_context does); the
+    postback function's next line starts from the service's own keys again."""
+    monkeypatch.setenv("ORDER_UPDATES_QUEUE_URL", stack["OrderUpdatesQueue"]["Ref"])
+    monkeypatch.setenv("UNDELIVERED_BUCKET", stack["UndeliveredPostbacksBucket"]["Ref"])
+    monkeypatch.setenv("API_CREDENTIALS_SECRET_ID", stack["ApiCredentialsSecret"]["Ref"])
+    reset_layer_caches()
+    app = load_function("postback")
+    app.logger.append_keys(function_arn="arn:aws:lambda:ap-south-1:123456789012:function:other")
+    event = http_api_event("POST", "/postback", postback_body(TEST_API_SECRET), request_id=REQUEST_ID)
+    assert app.handler(event, FakeLambdaContext())["statusCode"] == 200
+    reset_layer_caches()
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "postback enqueued" in line]
+    assert "function_arn" not in json.loads(line)

@@ -114,8 +114,16 @@ class _CurrentStdout(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "service_undefined"
+_LOG_FORMATTER = PostbackLogFormatter(SERVICE)
 _LOG_HANDLER = _CurrentStdout()
-_LOG_HANDLER.setFormatter(PostbackLogFormatter(SERVICE))
+_LOG_HANDLER.setFormatter(_LOG_FORMATTER)
+
+
+def start_invocation() -> None:
+    """Each invocation's lines start from the service's own keys only, as they did with
+    ``inject_lambda_context(clear_state=True)``: nothing appended during one request (by code
+    sharing the service's logger) reaches the next one's lines."""
+    _LOG_FORMATTER.clear_state()
 
 
 def use_postback_log_lines(service_logger: Logger) -> None:
