@@ -562,6 +562,7 @@ def report(results: dict[str, Any]) -> str:
          stubbed["baseline"]["wall_us"], stubbed["postback"]["wall_us"] / stubbed["baseline"]["wall_us"],
          None),
         ("Log bytes per accepted postback (INFO)", logs["accepted"], 0.0, None, "log_bytes_per_accepted"),
+        ("Log lines per accepted postback", logs["accepted_lines"], 0.0, None, None),
         ("Log bytes per forged postback (403)", logs["forged_403"], 0.0, None, None),
         ("Log bytes per malformed postback (400)", logs["malformed_400"], 0.0, None, None),
         ("Secrets Manager reads per 1,000 warm postbacks", reads, 0.0, None, None),
@@ -579,7 +580,7 @@ def report(results: dict[str, Any]) -> str:
             measured = ratio if ratio is not None and goal_key.endswith("vs_baseline") else value
             unit = "x" if goal_key.endswith("vs_baseline") else ""
             goal = f"<= {bound:g}{unit}: {_verdict(measured, bound)}"
-        ratio_text = "" if ratio is None else f"{ratio:.2f}x"
+        ratio_text = "" if ratio is None else f"{ratio:.3f}x"
         lines.append(f"| {label} | {value:,.2f} | {baseline:,.2f} | {ratio_text} | {goal} |")
     layer = results["layer"]
     text = [
