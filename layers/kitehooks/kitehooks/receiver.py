@@ -14,8 +14,8 @@ CloudWatch's embedded metric format; a rejected one likewise writes one line wit
 ``PostbackRejected`` metric (counted in total and by reason). This departs from the usual
 ``@logger.inject_lambda_context`` + ``@metrics.log_metrics`` pair on purpose: those write a log line
 repeating the function's name, ARN, memory and request id (all in Lambda's own REPORT line and log
-stream already) and a second line for the metric, ~660 bytes per postback where one line of ~300
-carries the same facts, and they cost about half the warm request's CPU. The rarer outcomes
+stream already) and a second line for the metric, ~660 bytes per postback where one line of ~345
+carries what a postback needs, and they cost about half the warm request's own CPU. The rarer outcomes
 (parked, lost) keep Powertools' full line format, with their metric on the line too; only an
 internal error's counts are left to the handler's metric flush.
 """
