@@ -14,6 +14,7 @@ from kitehooks.http import (
     HttpApiResponse,
     json_response,
     raw_body,
+    received_at,
     request_id,
     request_method,
 )
@@ -52,5 +53,5 @@ def _answer(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:
         receiver.count_rejection("invalid_base64", 400, {"correlation_id": request_id(event)})
         return json_response(400, {"status": "rejected", "reason": str(error)})
     deadline = Deadline.from_context(context, ANSWER_MARGIN_SECONDS)
-    outcome = receiver.receive(body, request_id(event), deadline)
+    outcome = receiver.receive(body, request_id(event), deadline, received_at(event))
     return json_response(outcome.status_code, outcome.body)

@@ -372,12 +372,17 @@ def test_a_kite_shaped_order_id_is_accepted(invoke: Invoke, stack: ResourceValue
 
 
 def test_junk_costs_at_most_16_kb_stored_and_1_kb_logged_per_request(
-    invoke: Invoke, stack: ResourceValues, capsys: pytest.CaptureFixture[str], service_logs: io.StringIO
+    invoke: Invoke,
+    stack: ResourceValues,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """1,000 unauthenticated requests of the costliest kinds: the largest body the function
     accepts with a wrong checksum (kept under rejected/), and long junk in every logged field."""
+    # As deployed: Tracing is Active, so every line may carry the X-Ray trace id.
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1")
     limit = 16 * 1024
-    base = postback_body("not-the-api-secret", status="S" * 5000, user_id="U" * 5000)
+    base = postback_body("not-the-api-secret", status="\U0001f600" * 500, user_id="U" * 5000)
     padding = limit - len(base) - len(',"pad":""')
     largest = base[:-1] + b',"pad":"' + b"x" * padding + b'"}'
     assert len(largest) == limit
@@ -400,10 +405,10 @@ def test_junk_costs_at_most_16_kb_stored_and_1_kb_logged_per_request(
     stored_bytes = sum(version["Size"] for version in versions)
     assert stored_bytes / 1000 <= limit
 
-    log_lines = service_logs.getvalue()
-    assert log_lines.count('"message":"postback rejected"') == 1000  # every log line is measured
-    metric_lines = capsys.readouterr().out  # the metrics, in CloudWatch's embedded format
-    logged_bytes = len((log_lines + metric_lines).encode())
+    # Everything the function printed (its log lines carry their metrics), each line once.
+    output = capsys.readouterr().out
+    assert output.count('"message":"postback rejected"') == 1000  # every line is measured
+    logged_bytes = len(output.encode())
     assert logged_bytes / 1000 <= 1024, f"{logged_bytes / 1000:.0f} bytes logged per junk request"
 
 
@@ -451,3 +456,35 @@ def test_characters_sqs_cannot_carry_are_refused_before_anything_is_stored(
         assert "SQS cannot carry" in answer["reason"]
     assert queued(stack) == []
     assert parked(stack) == {}
+
+
+def test_parked_updates_keep_the_order_kite_sent_them_in_not_the_order_they_were_parked(
+    stack: ResourceValues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OPEN reached API Gateway first but its invocation waited longer (SQS hanging) than that
+    of the COMPLETE after it (SQS refusing): parked by the time they were received, redrive
+    still sends OPEN first."""
+    from kitehooks.redrive import redrive
+
+    monkeypatch.setenv("ORDER_UPDATES_QUEUE_URL", stack["OrderUpdatesQueue"]["Ref"])
+    monkeypatch.setenv("UNDELIVERED_BUCKET", stack["UndeliveredPostbacksBucket"]["Ref"])
+    monkeypatch.setenv("API_CREDENTIALS_SECRET_ID", stack["ApiCredentialsSecret"]["Ref"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", f"http://127.0.0.1:{closed_port()}")
+    reset_layer_caches()
+    app = load_function("postback")
+    received = {"OPEN": 1_795_000_000_100, "COMPLETE": 1_795_000_000_900}  # ms; OPEN first
+    for status in ("COMPLETE", "OPEN"):  # ... but parked last
+        event = http_api_event("POST", "/postback", postback_body(TEST_API_SECRET, status=status))
+        event["requestContext"]["timeEpoch"] = received[status]
+        assert app.handler(event, FakeLambdaContext())["statusCode"] == 202
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SQS")
+    report = redrive(
+        boto3.client("s3"),
+        boto3.client("sqs"),
+        stack["UndeliveredPostbacksBucket"]["Ref"],
+        stack["OrderUpdatesQueue"]["Ref"],
+        TEST_API_SECRET,
+    )
+    assert len(report.sent) == 2
+    assert [json.loads(message["Body"])["status"] for message in queued(stack)] == ["OPEN", "COMPLETE"]
+    reset_layer_caches()

@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from typing import Any, TextIO
 
@@ -199,7 +200,7 @@ class PostbackReceiver:
         credentials = credentials_settings()
         return cls(postback_settings(), credentials_store(credentials.secret_id, credentials.cache_seconds))
 
-    def receive(self, body: bytes, request_id: str, deadline: Deadline) -> Outcome:
+    def receive(self, body: bytes, request_id: str, deadline: Deadline, received_at: datetime) -> Outcome:
         try:
             signed = parse_postback(body, self._settings.max_postback_bytes)
         except PostbackRejected as rejection:
@@ -213,13 +214,20 @@ class PostbackReceiver:
             reason = str(error) or "Secrets Manager did not answer in time"
             logger.error("cannot verify postback: credentials unavailable", extra={**about, "reason": reason})
             return self._park(
-                signed.raw_body, "unverified", "credentials-unavailable", signed, request_id, deadline, about
+                signed.raw_body,
+                "unverified",
+                "credentials-unavailable",
+                signed,
+                request_id,
+                deadline,
+                about,
+                received_at,
             )
 
         try:
             verified = self._verify(signed, api_secret, deadline)
         except PostbackRejected as rejection:
-            self._quarantine(signed, request_id, deadline, about)
+            self._quarantine(signed, request_id, deadline, about, received_at)
             return _rejected(rejection, about)
 
         try:
@@ -229,7 +237,14 @@ class PostbackReceiver:
             reason = str(error) or "SQS did not answer in time"
             logger.error("queue unavailable; parking verified postback", extra={**about, "reason": reason})
             return self._park(
-                verified.raw_body, "verified", "queue-unavailable", signed, request_id, deadline, about
+                verified.raw_body,
+                "verified",
+                "queue-unavailable",
+                signed,
+                request_id,
+                deadline,
+                about,
+                received_at,
             )
 
         # The one line of an accepted postback: its log line and its PostbackEnqueued metric.
@@ -256,7 +271,12 @@ class PostbackReceiver:
             return verify_postback(signed, fresh.api_secret)
 
     def _quarantine(
-        self, signed: SignedPostback, request_id: str, deadline: Deadline, about: dict[str, Any]
+        self,
+        signed: SignedPostback,
+        request_id: str,
+        deadline: Deadline,
+        about: dict[str, Any],
+        received_at: datetime,
     ) -> None:
         """Keep a postback whose checksum failed: if Kite's api_secret was regenerated before
         Secrets Manager got the new one, this is a genuine update that Kite will never resend.
@@ -272,13 +292,16 @@ class PostbackReceiver:
                     "checksum-mismatch",
                     signed.order_id,
                     request_id,
+                    received_at,
                 )
         except (undelivered.ParkingFailed, DeadlineExceeded) as error:
             logger.warning(
                 "rejected postback not kept", extra={**about, "reason": str(error) or "S3 timed out"}
             )
 
-    def park_after_unexpected_error(self, body: bytes, request_id: str, deadline: Deadline) -> Outcome:
+    def park_after_unexpected_error(
+        self, body: bytes, request_id: str, deadline: Deadline, received_at: datetime
+    ) -> Outcome:
         """Last resort for a bug: keep the body (as unverified, so redrive checks it) and say 503."""
         try:
             with deadline.limit():
@@ -290,6 +313,7 @@ class PostbackReceiver:
                     "internal-error",
                     "unknown",
                     request_id,
+                    received_at,
                 )
         except (undelivered.ParkingFailed, DeadlineExceeded):
             _line_with_metric(
@@ -313,6 +337,7 @@ class PostbackReceiver:
         request_id: str,
         deadline: Deadline,
         about: dict[str, Any],
+        received_at: datetime,
     ) -> Outcome:
         try:
             with deadline.limit():
@@ -324,6 +349,7 @@ class PostbackReceiver:
                     reason,
                     signed.order_id,
                     request_id,
+                    received_at,
                 )
         except (undelivered.ParkingFailed, DeadlineExceeded) as error:
             _line_with_metric(
@@ -394,8 +420,12 @@ def _line_with_metric(
 
 
 def _logged(value: str | None) -> str | None:
-    """A value from the request, cut short enough that junk cannot inflate the logs."""
-    return value if value is None or len(value) <= MAX_LOGGED_CHARS else value[:MAX_LOGGED_CHARS] + "…"
+    """A status from the request as logged: Kite's statuses are a few ASCII capitals and spaces
+    ("OPEN", "TRIGGER PENDING"); anything else is cut to a short ASCII stand-in, because a JSON
+    log line escapes each non-ASCII character to as many as 12 bytes."""
+    if value is None or (len(value) <= MAX_LOGGED_CHARS and value.isascii() and value.isprintable()):
+        return value
+    return value[:MAX_LOGGED_CHARS].encode("ascii", "replace").decode("ascii") + "..."
 
 
 def _rejected(rejection: PostbackRejected, about: dict[str, Any]) -> Outcome:
@@ -409,7 +439,9 @@ def receiver() -> PostbackReceiver:
     return PostbackReceiver.from_environment()
 
 
-def receive(body: bytes, request_id: str, deadline: Deadline) -> Outcome:
+def receive(body: bytes, request_id: str, deadline: Deadline, received_at: datetime) -> Outcome:
+    """``received_at``: when API Gateway received the request, the time parked copies are kept
+    under, so redrive keeps Kite's order even when one invocation waited longer than the next."""
     try:
         current = receiver()
     except ConfigurationError as error:
@@ -417,7 +449,7 @@ def receive(body: bytes, request_id: str, deadline: Deadline) -> Outcome:
         _line_with_metric(logging.ERROR, "function is misconfigured", fields, "PostbackLost")
         return Outcome(503, {"status": "error", "reason": f"kitehooks is misconfigured: {error}"})
     try:
-        return current.receive(body, request_id, deadline)
+        return current.receive(body, request_id, deadline, received_at)
     except Exception:
         logger.exception("unexpected error while receiving a postback", extra={"correlation_id": request_id})
-        return current.park_after_unexpected_error(body, request_id, deadline)
+        return current.park_after_unexpected_error(body, request_id, deadline, received_at)
