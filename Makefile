@@ -29,8 +29,9 @@ $(STAMP): requirements-dev.txt layers/kitehooks/requirements.txt
 
 venv: $(STAMP) ## create .venv with pinned dev requirements
 
+# One worker per core; each test file stays on one worker, so its module fixtures are made once.
 test: $(STAMP) lint typecheck template ## every test tier, lint, type check, sam validate --lint, cfn-lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
