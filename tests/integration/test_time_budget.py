@@ -39,6 +39,7 @@ from tests.conftest import (
     TEST_API_SECRET,
     closed_port,
     fresh_request_token,
+    point_boto3_at,
 )
 from tests.faults import HangingEndpoint, TricklingEndpoint
 
@@ -253,13 +254,7 @@ def _callback_event(request_token: str) -> dict[str, Any]:
 def answers(moto_endpoint: str) -> Iterator[tuple[dict[str, Answer], ResourceValues]]:
     """Every case, run side by side against one provisioned stack."""
     with pytest.MonkeyPatch.context() as environment:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", *ENDPOINT_VARIABLES.values()):
-            environment.delenv(name, raising=False)
-        environment.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-        environment.setenv("AWS_ACCESS_KEY_ID", "testing")
-        environment.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        environment.setenv("AWS_DEFAULT_REGION", REGION)
-        environment.setenv("AWS_REGION", REGION)
+        point_boto3_at(environment, moto_endpoint)
         credentials = json.dumps({"api_key": TEST_API_KEY, "api_secret": TEST_API_SECRET})
         stack_name = f"t{uuid.uuid4().hex[:10]}"
         stack = provision(
@@ -346,12 +341,7 @@ def _parked(stack: ResourceValues) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def stored(answers: tuple[dict[str, Answer], ResourceValues], moto_endpoint: str) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as environment:
-        for name in ENDPOINT_VARIABLES.values():
-            environment.delenv(name, raising=False)
-        environment.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-        environment.setenv("AWS_ACCESS_KEY_ID", "testing")
-        environment.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        environment.setenv("AWS_DEFAULT_REGION", REGION)
+        point_boto3_at(environment, moto_endpoint)
         _, stack = answers
         stack_name = stack["ApiCredentialsSecret"]["Name"].partition("/")[0]
         sessions = boto3.client("secretsmanager").list_secrets(

@@ -33,7 +33,7 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 
 from local.gateway import GatewayRequest, Route, RouteMatch, build_event
 from local.provision import ResourceValues, provision
-from tests.conftest import REGION, TEMPLATE, TEST_API_KEY, TEST_API_SECRET
+from tests.conftest import REGION, TEMPLATE, TEST_API_KEY, TEST_API_SECRET, point_boto3_at
 
 settings.register_profile(
     "kitehooks",
@@ -68,20 +68,7 @@ def property_settings(examples: int) -> settings:
 def module_env(moto_endpoint: str) -> Iterator[pytest.MonkeyPatch]:
     """``aws_env`` for a whole module: boto3 pointed at the session's moto server."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in (
-            "AWS_PROFILE",
-            "AWS_SESSION_TOKEN",
-            "AWS_ENDPOINT_URL_SQS",
-            "AWS_ENDPOINT_URL_S3",
-            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-            "AWS_ENDPOINT_URL_DYNAMODB",
-        ):
-            patch.delenv(name, raising=False)
-        patch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
-        patch.setenv("AWS_REGION", REGION)
+        point_boto3_at(patch, moto_endpoint)
         yield patch
 
 
