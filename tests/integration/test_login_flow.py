@@ -705,7 +705,7 @@ def test_a_session_write_that_did_not_happen_ends_the_kite_session(
     from kitehooks import sessions
 
     def refuse(store: sessions.SessionStore, session: sessions.KiteSession) -> str:
-        raise sessions.SessionStoreError("Secrets Manager refused the write (AccessDeniedException)")
+        raise sessions.SessionWriteRefused("Secrets Manager refused the write (AccessDeniedException)")
 
     monkeypatch.setattr(sessions.SessionStore, "put", refuse)
     answer = browser.full_login()
@@ -713,3 +713,20 @@ def test_a_session_write_that_did_not_happen_ends_the_kite_session(
     assert "could not be saved" in answer.body
     assert stored_session(browser) is None
     assert browser.sim.active_access_tokens() == []  # the token Kite issued was ended
+
+
+def test_a_session_write_with_no_answer_and_nothing_stored_yet_leaves_the_token_alone(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer means the write may still land after we looked: ending the token then would
+    leave the stored session holding a dead one. Only a refusal proves it never will."""
+    from kitehooks import sessions
+
+    def no_answer(store: sessions.SessionStore, session: sessions.KiteSession) -> str:
+        raise sessions.SessionStoreError("Secrets Manager did not answer (ReadTimeoutError)")
+
+    monkeypatch.setattr(sessions.SessionStore, "put", no_answer)
+    answer = browser.full_login()
+    assert answer.status == 503
+    assert "could not be confirmed" in answer.body
+    assert len(browser.sim.active_access_tokens()) == 1  # not ended

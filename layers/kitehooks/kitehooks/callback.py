@@ -25,9 +25,9 @@ from kitehooks.session_events import SessionEvents, session_started
 from kitehooks.sessions import (
     IST,
     KiteSession,
-    SessionNotFound,
     SessionStore,
     SessionStoreError,
+    SessionWriteRefused,
     new_session,
 )
 
@@ -41,10 +41,8 @@ CLAIM_SECONDS = 6.0
 # the Kite session it created.
 STORE_RESERVE_SECONDS = 9.0
 INVALIDATE_RESERVE_SECONDS = 3.0
-# Within that reserve: reading the session back after a write whose answer was lost, then ending
-# the Kite session if it was not stored.
-READ_BACK_SECONDS = 1.5
-INVALIDATE_SECONDS = 1.5
+# Within that reserve: reading the session back after a write whose answer was lost.
+READ_BACK_SECONDS = 2.0
 # Below this there is no point in spending the single-use request_token.
 MIN_EXCHANGE_SECONDS = 2.0
 CLOSE_TAB = "You can close this tab."
@@ -175,16 +173,23 @@ def complete_login(
     try:
         with deadline.limit(keep=INVALIDATE_RESERVE_SECONDS):
             store.put(session)
+    except SessionWriteRefused as error:
+        logger.error("session not stored", extra={"reason": str(error)})
+        _end_kite_session(client, grant.access_token)  # certainly not stored: leave no live token
+        return page(
+            503,
+            "Login could not be saved",
+            "Kite logged you in but the session could not be saved. Try again.",
+        )
     except (SessionStoreError, DeadlineExceeded) as error:
-        logger.error("session not stored", extra={"reason": str(error) or "Secrets Manager timed out"})
-        stored = _stored_after_all(store, session, deadline)
-        if stored is not True:
-            if stored is False:  # never while it may be the token the stored session now holds
-                _end_kite_session(client, grant.access_token)
+        # No answer: the write may have been applied, or may still be. Ending the token could
+        # leave the stored session holding a dead one, so it is only read back, never ended.
+        logger.error("session write unconfirmed", extra={"reason": str(error) or "Secrets Manager timed out"})
+        if not _stored_after_all(store, session, deadline):
             return page(
                 503,
                 "Login could not be saved",
-                "Kite logged you in but the session could not be saved. Try again.",
+                "Kite logged you in but the session could not be confirmed as saved. Try again.",
             )
         logger.info("session stored after all: its write's answer was lost")
 
@@ -231,18 +236,13 @@ def _exchange_failure(error: kite.KiteError) -> tuple[int, str, str]:
     )
 
 
-def _stored_after_all(store: SessionStore, session: KiteSession, deadline: Deadline) -> bool | None:
-    """Whether a write whose answer was lost (a timeout, a 5xx) was applied all the same: True if
-    the stored session holds this login's token, False if it does not, None if that cannot be
-    told in time. Ending the token at Kite is right only on False: on True it is the stored
-    session's, and on None it may be."""
+def _stored_after_all(store: SessionStore, session: KiteSession, deadline: Deadline) -> bool:
+    """Whether the stored session holds this login's token, read back within the reserve."""
     try:
-        with deadline.limit(READ_BACK_SECONDS, keep=INVALIDATE_SECONDS):
+        with deadline.limit(READ_BACK_SECONDS):
             current = store.get(session.user_id)
-    except SessionNotFound:
-        return False
     except (SessionStoreError, DeadlineExceeded):
-        return None
+        return False
     return hmac.compare_digest(current.access_token.encode(), session.access_token.encode())
 
 

@@ -72,6 +72,11 @@ def secret_name(prefix: str, user_id: str) -> str:
     return f"{prefix.rstrip('/')}/{user_id}"
 
 
+class SessionWriteRefused(SessionStoreError):
+    """Secrets Manager answered the write with a refusal (a 4xx): it was certainly not applied.
+    Any other failure (no answer, a 5xx) leaves open whether it was."""
+
+
 class SessionNotFound(SessionStoreError):
     """No session secret exists for that user."""
 
@@ -229,7 +234,11 @@ class SessionStore:
                 except self._secrets.exceptions.ResourceExistsException:
                     # Another login of the same user created it first: ours is the newer version.
                     self._secrets.put_secret_value(SecretId=name, SecretString=value)
-        except (BotoCoreError, ClientError) as error:
+        except ClientError as error:
+            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            failure = SessionWriteRefused if 400 <= status < 500 else SessionStoreError
+            raise failure(f"could not store the session of {session.user_id} ({_code(error)})") from None
+        except BotoCoreError as error:
             raise SessionStoreError(
                 f"could not store the session of {session.user_id} ({_code(error)})"
             ) from None
