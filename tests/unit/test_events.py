@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kitehooks.postback import PostbackRejected, parse_postback, verify_postback
-from local.samples import LOCAL_API_SECRET
+from local.samples import LOCAL_API_SECRET, http_api_event
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -54,3 +54,25 @@ def test_env_json_names_only_functions_of_the_template_and_variables_they_declar
         )
         # sam local only overrides variables the template declares.
         assert set(variables) <= declared, function
+
+
+@pytest.mark.parametrize("time_epoch", [10**15, 10**20, -1, True, "1795000000000", None, 0])
+def test_an_implausible_receive_time_counts_as_now(time_epoch: object) -> None:
+    from datetime import UTC, datetime
+
+    from kitehooks.http import received_at
+
+    event = http_api_event("POST", "/postback", b"{}")
+    event["requestContext"]["timeEpoch"] = time_epoch
+    assert abs((received_at(event) - datetime.now(UTC)).total_seconds()) < 5  # type: ignore[arg-type]
+
+
+def test_the_receive_time_is_api_gateways() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from kitehooks.http import received_at
+
+    event = http_api_event("POST", "/postback", b"{}")
+    earlier = datetime.now(UTC) - timedelta(seconds=3)
+    event["requestContext"]["timeEpoch"] = int(earlier.timestamp() * 1000)
+    assert abs((received_at(event) - earlier).total_seconds()) < 0.002  # type: ignore[arg-type]

@@ -58,11 +58,16 @@ def request_id(event: HttpApiEvent) -> str:
 
 def received_at(event: HttpApiEvent) -> datetime:
     """When API Gateway received the request (its ``timeEpoch``, in ms), else now: the order in
-    which Kite's updates arrived, whatever each invocation then waited for."""
+    which Kite's updates arrived, whatever each invocation then waited for. A value that is not
+    a plausible time (not an int, more than a day from now) counts as now."""
+    now = datetime.now(UTC)
     epoch_ms = event["requestContext"].get("timeEpoch")
-    if isinstance(epoch_ms, int) and epoch_ms > 0:
-        return datetime.fromtimestamp(epoch_ms / 1000, UTC)
-    return datetime.now(UTC)
+    if type(epoch_ms) is not int or abs(epoch_ms / 1000 - now.timestamp()) > _PLAUSIBLE_SECONDS:
+        return now
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+
+
+_PLAUSIBLE_SECONDS = 86_400
 
 
 def raw_body(event: HttpApiEvent) -> bytes:
