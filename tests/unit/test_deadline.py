@@ -138,3 +138,22 @@ def test_the_alarm_forgets_a_limit_before_raising_for_it() -> None:
     deadline._on_alarm(signal.SIGALRM, None)  # woken again early: nothing has run out
     assert deadline._active == [now + 10.0]
     assert _timer_armed()  # for the limit still running
+
+
+def test_an_enclosing_limit_that_ran_out_still_fires_after_the_inner_one_was_handled() -> None:
+    started = time.monotonic()
+
+    def step() -> None:
+        with time_limit(0.2):
+            try:
+                with time_limit(0.2):
+                    time.sleep(5)
+            except DeadlineExceeded:
+                pass  # the inner step gave up; the enclosing one has no time left either
+            time.sleep(5)
+
+    with pytest.raises(DeadlineExceeded):
+        step()
+    assert time.monotonic() - started < 0.5
+    assert deadline._active == []
+    assert not _timer_armed()

@@ -43,14 +43,16 @@ _active: list[float] = []
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
     now = time.monotonic()
-    expired = [end for end in _active if end <= now + 0.001]
-    # A limit that ran out is forgotten here, before raising: however the unwinding goes (the
-    # timer can fire between a block's last line and its clean-up), it can never fire again.
-    for end in expired:
-        _active.remove(end)
-    _arm()
+    expired = [index for index, end in enumerate(_active) if end <= now + 0.001]
     if expired:
+        # The limit raised for (the innermost that ran out) is forgotten here, before raising:
+        # however the unwinding goes (the timer can fire between a block's last line and its
+        # clean-up), it can never fire again. An enclosing limit that ran out too stays, and
+        # fires as soon as this exception has been handled, if it was.
+        del _active[expired[-1]]
+        _arm()
         raise DeadlineExceeded
+    _arm()
 
 
 def _arm() -> None:
