@@ -472,7 +472,8 @@ def test_parked_updates_keep_the_order_kite_sent_them_in_not_the_order_they_were
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", f"http://127.0.0.1:{closed_port()}")
     reset_layer_caches()
     app = load_function("postback")
-    received = {"OPEN": 1_795_000_000_100, "COMPLETE": 1_795_000_000_900}  # ms; OPEN first
+    now_ms = int(time.time() * 1000)
+    received = {"OPEN": now_ms - 800, "COMPLETE": now_ms - 100}  # ms; OPEN first
     for status in ("COMPLETE", "OPEN"):  # ... but parked last
         event = http_api_event("POST", "/postback", postback_body(TEST_API_SECRET, status=status))
         event["requestContext"]["timeEpoch"] = received[status]
