@@ -143,6 +143,41 @@ def reset_layer_caches() -> None:
         cached.cache_clear()
 
 
+def lambda_child_environment(moto: str, **variables: str) -> dict[str, str]:
+    """The environment for a handler run by tests/lambda_child.py: this process's, less its own AWS,
+    Powertools, Kite and PYTHONPATH settings, pointed at moto, with the Powertools names the
+    template gives every function; ``variables`` (the function's own) on top."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "POWERTOOLS_", "KITE_")) and key != "PYTHONPATH"
+    }
+    environment.update(
+        AWS_ENDPOINT_URL=moto,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION=REGION,
+        AWS_DEFAULT_REGION=REGION,
+        POWERTOOLS_SERVICE_NAME="kitehooks",
+        POWERTOOLS_METRICS_NAMESPACE="kitehooks",
+    )
+    environment.update(variables)
+    return environment
+
+
+def lambda_child_command(function: str, timeout: float) -> list[str]:
+    """The command that runs ``functions/<function>``'s handler in an interpreter of its own, with
+    only its folder and the layer importable, stopped at ``timeout`` seconds as Lambda would."""
+    return [
+        sys.executable,
+        "-I",
+        str(ROOT / "tests" / "lambda_child.py"),
+        str(ROOT / "functions" / function),
+        str(ROOT / "layers" / "kitehooks"),
+        str(timeout),
+    ]
+
+
 def closed_port() -> int:
     """A local port with nothing listening: connections to it are refused."""
     with socket.socket() as probe:

@@ -8,9 +8,7 @@ CloudWatch Logs ingests and bills, and the metric lines among them are the funct
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 from typing import Any
 
@@ -19,11 +17,11 @@ import pytest
 from local.provision import ResourceValues
 from local.samples import http_api_event, postback_body
 from tests.conftest import (
-    REGION,
-    ROOT,
     TEST_API_SECRET,
     FakeLambdaContext,
     closed_port,
+    lambda_child_command,
+    lambda_child_environment,
     load_function,
     reset_layer_caches,
 )
@@ -39,20 +37,9 @@ def _run(
     stack: ResourceValues, moto: str, body: bytes, log_level: str = "INFO", **endpoints: str
 ) -> list[str]:
     """The function's output lines for one invocation (the child's RESULT line left out)."""
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "POWERTOOLS_", "KITE_")) and key != "PYTHONPATH"
-    }
-    environment.update(
-        AWS_ENDPOINT_URL=moto,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_REGION=REGION,
-        AWS_DEFAULT_REGION=REGION,
+    environment = lambda_child_environment(
+        moto,
         # As template.yaml sets them for every function, LogLevel at its default unless given.
-        POWERTOOLS_SERVICE_NAME="kitehooks",
-        POWERTOOLS_METRICS_NAMESPACE="kitehooks",
         POWERTOOLS_LOG_LEVEL=log_level,
         AWS_LAMBDA_LOG_LEVEL=log_level,
         # Lambda sets this when Tracing is Active: the lean line must not repeat it.
@@ -67,14 +54,7 @@ def _run(
         json.dump(event, event_file)
         event_file.seek(0)
         finished = subprocess.run(
-            [
-                sys.executable,
-                "-I",
-                str(ROOT / "tests" / "lambda_child.py"),
-                str(ROOT / "functions" / "postback"),
-                str(ROOT / "layers" / "kitehooks"),
-                "28",
-            ],
+            lambda_child_command("postback", 28),
             stdin=event_file,
             capture_output=True,
             text=True,

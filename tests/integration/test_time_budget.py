@@ -11,10 +11,8 @@ the answer, what was stored, the log line and metric, and the wall time against 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,12 +31,13 @@ from local.provision import ResourceValues, provision
 from local.samples import http_api_event, postback_body
 from tests.conftest import (
     REGION,
-    ROOT,
     TEMPLATE,
     TEST_API_KEY,
     TEST_API_SECRET,
     closed_port,
     fresh_request_token,
+    lambda_child_command,
+    lambda_child_environment,
     point_boto3_at,
 )
 from tests.faults import HangingEndpoint, TricklingEndpoint
@@ -164,21 +163,7 @@ class Faults:
 
 
 def _child_environment(moto: str, faults: Faults, case: Case, variables: dict[str, str]) -> dict[str, str]:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "POWERTOOLS_", "KITE_")) and key != "PYTHONPATH"
-    }
-    environment.update(
-        AWS_ENDPOINT_URL=moto,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_REGION=REGION,
-        AWS_DEFAULT_REGION=REGION,
-        POWERTOOLS_SERVICE_NAME="kitehooks",
-        POWERTOOLS_METRICS_NAMESPACE="kitehooks",
-        **variables,
-    )
+    environment = lambda_child_environment(moto, **variables)
     for service, mode in case.faults.items():
         if service in ENDPOINT_VARIABLES:
             environment[ENDPOINT_VARIABLES[service]] = faults.url(mode)
@@ -192,14 +177,7 @@ def _start(
         json.dump(event, event_file)
         event_file.seek(0)
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-I",
-                str(ROOT / "tests" / "lambda_child.py"),
-                str(ROOT / "functions" / case.function),
-                str(ROOT / "layers" / "kitehooks"),
-                str(timeout),
-            ],
+            lambda_child_command(case.function, timeout),
             stdin=event_file,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
