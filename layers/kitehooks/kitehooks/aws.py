@@ -29,6 +29,15 @@ AWS_CLIENT_CONFIG = Config(
 )
 
 
+def error_code(error: Exception) -> str:
+    """AWS's error code of a failed call (``AccessDeniedException``), or the exception's kind when
+    there was no answer. Safe to log: never the message, which can quote request details."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", type(error).__name__))
+    return type(error).__name__
+
+
 @cache
 def sqs_client() -> SQSClient:
     return boto3.client("sqs", config=AWS_CLIENT_CONFIG)

@@ -182,13 +182,11 @@ def report_dead_session(user_id: str, function_name: str) -> None:
             Payload=json.dumps({"action": "check", "user_id": user_id}).encode(),
         )
     except (BotoCoreError, ClientError) as error:
-        code = (
-            error.response.get("Error", {}).get("Code", "ClientError")
-            if isinstance(error, ClientError)
-            else type(error).__name__
-        )
         logger.warning(
-            "could not report the dead Kite session of %s to %s (%s)", user_id, function_name, code
+            "could not report the dead Kite session of %s to %s (%s)",
+            user_id,
+            function_name,
+            aws.error_code(error),
         )
     else:
         logger.info("reported the dead Kite session of %s to %s", user_id, function_name)

@@ -22,6 +22,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kitehooks.aws import error_code
 from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.sessions import KiteSession, SessionStatus
 
@@ -102,7 +103,7 @@ class SessionEvents:
         except DeadlineExceeded:
             reason = "EventBridge did not answer in time"
         except (BotoCoreError, ClientError) as error:
-            reason = _code(error)
+            reason = error_code(error)
         if not reason:
             return True
         self.not_sent += 1
@@ -118,10 +119,3 @@ class SessionEvents:
         with single_metric(name=NOT_SENT_METRIC, unit=MetricUnit.Count, value=1):
             pass
         return False
-
-
-def _code(error: Exception) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", type(error).__name__))
-    return type(error).__name__

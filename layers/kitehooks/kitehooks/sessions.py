@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kitehooks.aws import error_code
+
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
@@ -121,7 +123,9 @@ class SessionStore:
         except self._secrets.exceptions.ResourceNotFoundException:
             raise SessionNotFound(f"no session stored for {user_id}") from None
         except (BotoCoreError, ClientError) as error:
-            raise SessionStoreError(f"could not read the session of {user_id} ({_code(error)})") from None
+            raise SessionStoreError(
+                f"could not read the session of {user_id} ({error_code(error)})"
+            ) from None
         try:
             session = KiteSession(**json.loads(answer["SecretString"]))
         except (ValueError, TypeError, KeyError):
@@ -149,7 +153,7 @@ class SessionStore:
             )
         except (BotoCoreError, ClientError) as error:
             raise SessionStoreError(
-                f"could not store the session of {session.user_id} ({_code(error)})"
+                f"could not store the session of {session.user_id} ({error_code(error)})"
             ) from None
         try:
             self._secrets.update_secret_version_stage(
@@ -159,18 +163,18 @@ class SessionStore:
                 RemoveFromVersionId=read.version_id,
             )
         except ClientError as error:
-            if _code(error) == "InvalidParameterException":
+            if error_code(error) == "InvalidParameterException":
                 # "AWSCURRENT not found in version <read>": it moved. Our version stays unlabelled
                 # but for the pending label, which the next compare-and-swap moves on.
                 raise SessionChanged(
                     f"the session of {session.user_id} changed since it was read", version_id
                 ) from None
             raise SessionStoreError(
-                f"could not store the session of {session.user_id} ({_code(error)})"
+                f"could not store the session of {session.user_id} ({error_code(error)})"
             ) from None
         except BotoCoreError as error:
             raise SessionStoreError(
-                f"could not store the session of {session.user_id} ({_code(error)})"
+                f"could not store the session of {session.user_id} ({error_code(error)})"
             ) from None
 
     def update(
@@ -214,7 +218,7 @@ class SessionStore:
                     if name.startswith(prefix) and valid_user_id(user_id):
                         found.append(user_id)
         except (BotoCoreError, ClientError) as error:
-            raise SessionStoreError(f"could not list sessions ({_code(error)})") from None
+            raise SessionStoreError(f"could not list sessions ({error_code(error)})") from None
         return sorted(found)
 
     def put(self, session: KiteSession) -> str:
@@ -237,23 +241,16 @@ class SessionStore:
         except ClientError as error:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             failure = SessionWriteRefused if 400 <= status < 500 else SessionStoreError
-            raise failure(f"could not store the session of {session.user_id} ({_code(error)})") from None
+            raise failure(f"could not store the session of {session.user_id} ({error_code(error)})") from None
         except BotoCoreError as error:
             raise SessionStoreError(
-                f"could not store the session of {session.user_id} ({_code(error)})"
+                f"could not store the session of {session.user_id} ({error_code(error)})"
             ) from None
         return name
 
 
 def _serialised(session: KiteSession) -> str:
     return json.dumps(asdict(session), separators=(",", ":"))
-
-
-def _code(error: Exception) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", type(error).__name__))
-    return type(error).__name__
 
 
 def new_session(
