@@ -143,6 +143,23 @@ def reset_layer_caches() -> None:
         cached.cache_clear()
 
 
+def callback_settings(
+    stack: ResourceValues, kite_url: str, session_prefix: str, kite_read_timeout: str
+) -> dict[str, str]:
+    """The login and callback functions' settings as template.yaml gives them, against the Kite
+    at ``kite_url``: every user allowed, a login state good for ten minutes."""
+    return {
+        "API_CREDENTIALS_SECRET_ID": stack["ApiCredentialsSecret"]["Ref"],
+        "KITE_LOGIN_URL": f"{kite_url}/connect/login",
+        "KITE_API_ROOT": kite_url,
+        "SESSION_PREFIX": session_prefix,
+        "LOGIN_STATES_TABLE": stack["LoginStatesTable"]["Ref"],
+        "ALLOWED_USER_IDS": "",
+        "KITE_READ_TIMEOUT_SECONDS": kite_read_timeout,
+        "LOGIN_STATE_TTL_SECONDS": "600",
+    }
+
+
 def lambda_child_environment(moto: str, **variables: str) -> dict[str, str]:
     """The environment for a handler run by tests/lambda_child.py: this process's, less its own AWS,
     Powertools, Kite and PYTHONPATH settings, pointed at moto, with the Powertools names the

@@ -25,6 +25,7 @@ from tests.conftest import (
     TEST_API_KEY,
     TEST_API_SECRET,
     FakeLambdaContext,
+    callback_settings,
     closed_port,
     load_function,
     reset_layer_caches,
@@ -121,14 +122,8 @@ class Browser:
 @pytest.fixture
 def browser(stack: ResourceValues, sim: KiteSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
     prefix = f"kitehooks-test-{uuid.uuid4().hex[:8]}/sessions"
-    monkeypatch.setenv("API_CREDENTIALS_SECRET_ID", stack["ApiCredentialsSecret"]["Ref"])
-    monkeypatch.setenv("KITE_LOGIN_URL", f"{sim.url}/connect/login")
-    monkeypatch.setenv("KITE_API_ROOT", sim.url)
-    monkeypatch.setenv("SESSION_PREFIX", prefix)
-    monkeypatch.setenv("LOGIN_STATES_TABLE", stack["LoginStatesTable"]["Ref"])
-    monkeypatch.setenv("ALLOWED_USER_IDS", "")
-    monkeypatch.setenv("KITE_READ_TIMEOUT_SECONDS", "1")
-    monkeypatch.setenv("LOGIN_STATE_TTL_SECONDS", "600")
+    for name, value in callback_settings(stack, sim.url, prefix, kite_read_timeout="1").items():
+        monkeypatch.setenv(name, value)
     reset_layer_caches()
     yield Browser(sim, prefix)
     reset_layer_caches()

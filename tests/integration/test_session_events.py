@@ -27,6 +27,7 @@ from tests.conftest import (
     TEST_API_KEY,
     TEST_API_SECRET,
     FakeLambdaContext,
+    callback_settings,
     closed_port,
     fresh_request_token,
     load_function,
@@ -98,14 +99,7 @@ def prefix(stack: ResourceValues, sim: KiteSimulator, monkeypatch: pytest.Monkey
     prefix = f"kitehooks-test-{uuid.uuid4().hex[:8]}/sessions"
     sim.set_approved_platform(True)  # refresh tokens, so their revocation can be seen
     for name, value in {
-        "API_CREDENTIALS_SECRET_ID": stack["ApiCredentialsSecret"]["Ref"],
-        "KITE_LOGIN_URL": f"{sim.url}/connect/login",
-        "KITE_API_ROOT": sim.url,
-        "SESSION_PREFIX": prefix,
-        "LOGIN_STATES_TABLE": stack["LoginStatesTable"]["Ref"],
-        "ALLOWED_USER_IDS": "",
-        "KITE_READ_TIMEOUT_SECONDS": "2",
-        "LOGIN_STATE_TTL_SECONDS": "600",
+        **callback_settings(stack, sim.url, prefix, kite_read_timeout="2"),
         "KITE_CHECK_REQUESTS_PER_SECOND": "10",
     }.items():
         monkeypatch.setenv(name, value)

@@ -35,7 +35,14 @@ from hypothesis import strategies as st
 from kitehooks.login_state import sign_state
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
-from tests.conftest import TEST_API_KEY, TEST_API_SECRET, FakeLambdaContext, load_function, reset_layer_caches
+from tests.conftest import (
+    TEST_API_KEY,
+    TEST_API_SECRET,
+    FakeLambdaContext,
+    callback_settings,
+    load_function,
+    reset_layer_caches,
+)
 from tests.property.conftest import (
     BrowserRequest,
     Changes,
@@ -212,14 +219,8 @@ def pages(
     module_sim: KiteSimulator,
 ) -> Iterator[LoginPages]:
     prefix = f"kitehooks-prop-{uuid.uuid4().hex[:8]}/sessions"
-    module_env.setenv("API_CREDENTIALS_SECRET_ID", module_stack["ApiCredentialsSecret"]["Ref"])
-    module_env.setenv("KITE_LOGIN_URL", f"{module_sim.url}/connect/login")
-    module_env.setenv("KITE_API_ROOT", module_sim.url)
-    module_env.setenv("SESSION_PREFIX", prefix)
-    module_env.setenv("LOGIN_STATES_TABLE", module_stack["LoginStatesTable"]["Ref"])
-    module_env.setenv("ALLOWED_USER_IDS", "")
-    module_env.setenv("KITE_READ_TIMEOUT_SECONDS", "2")
-    module_env.setenv("LOGIN_STATE_TTL_SECONDS", "600")
+    for name, value in callback_settings(module_stack, module_sim.url, prefix, kite_read_timeout="2").items():
+        module_env.setenv(name, value)
     reset_layer_caches()
     yield LoginPages(stores, prefix, module_stack["LoginStatesTable"]["Ref"])
     reset_layer_caches()
