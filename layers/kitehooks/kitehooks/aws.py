@@ -14,6 +14,7 @@ from botocore.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
@@ -57,6 +58,12 @@ def secretsmanager_client() -> SecretsManagerClient:
 @cache
 def dynamodb_client() -> DynamoDBClient:
     return boto3.client("dynamodb", config=AWS_CLIENT_CONFIG)
+
+
+@cache
+def lambda_client() -> LambdaClient:
+    # Used by kitehooks.client in users' functions; AWS_ENDPOINT_URL_LAMBDA reaches the local stack.
+    return boto3.client("lambda", config=AWS_CLIENT_CONFIG)
 
 
 if TYPE_CHECKING:

@@ -28,10 +28,8 @@ import os
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import cache
 from typing import TYPE_CHECKING, Literal
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kitehooks import aws, clock
@@ -40,7 +38,6 @@ from kitehooks.sessions import KiteSession, SessionNotFound, SessionStore, Sessi
 
 if TYPE_CHECKING:
     from kiteconnect import KiteConnect
-    from mypy_boto3_lambda import LambdaClient
 
 __all__ = [
     "SESSION_CACHE_SECONDS",
@@ -162,12 +159,6 @@ def _expires_at(session: KiteSession) -> datetime:
         ) from None
 
 
-@cache
-def _lambda_client() -> LambdaClient:
-    # boto3 reads AWS_ENDPOINT_URL_LAMBDA (or AWS_ENDPOINT_URL), which is how the local stack is reached.
-    return boto3.client("lambda", config=aws.AWS_CLIENT_CONFIG)
-
-
 def report_dead_session(user_id: str, function_name: str) -> None:
     """Ask SessionFunction to check the user's session at Kite, and forget the cached copy.
 
@@ -176,7 +167,7 @@ def report_dead_session(user_id: str, function_name: str) -> None:
     """
     forget(user_id)
     try:
-        _lambda_client().invoke(
+        aws.lambda_client().invoke(
             FunctionName=function_name,
             InvocationType="Event",
             Payload=json.dumps({"action": "check", "user_id": user_id}).encode(),
