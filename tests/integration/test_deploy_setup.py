@@ -64,6 +64,19 @@ def make(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[st
     )
 
 
+def aws_setup(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    """scripts/aws_setup.py run directly, without make, in ``env``."""
+    return subprocess.run(
+        [sys.executable, "scripts/aws_setup.py", *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
     """The helper's single error line; make may add only its own "make: ***" line."""
     assert result.returncode != 0
@@ -118,15 +131,7 @@ def kitehooks_stack(endpoint: str, secret_arn: str) -> str:
 def test_the_check_names_the_account_and_the_region(tmp_path: Path, moto_endpoint: str) -> None:
     result = make(signed_in(tmp_path, moto_endpoint), "deploy", "-n")  # -n: show, run nothing
     assert result.stdout.splitlines()[0].endswith("scripts/aws_setup.py check")  # first of all
-    checked = subprocess.run(
-        [sys.executable, "scripts/aws_setup.py", "check"],
-        cwd=ROOT,
-        env=signed_in(tmp_path, moto_endpoint),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    checked = aws_setup(signed_in(tmp_path, moto_endpoint), "check")
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout == (
         "AWS account 123456789012 as arn:aws:sts::123456789012:user/moto, region ap-south-1\n"
@@ -147,15 +152,7 @@ def test_an_unknown_profile_is_one_line(tmp_path: Path) -> None:
 
 
 def test_an_unknown_region_is_one_line(tmp_path: Path, moto_endpoint: str) -> None:
-    checked = subprocess.run(
-        [sys.executable, "scripts/aws_setup.py", "check", "--region", "ap-south-9"],
-        cwd=ROOT,
-        env=signed_in(tmp_path, moto_endpoint),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    checked = aws_setup(signed_in(tmp_path, moto_endpoint), "check", "--region", "ap-south-9")
     assert checked.returncode == 2
     assert checked.stderr.splitlines() == [
         "error: 'ap-south-9' is not an AWS region (ap-south-1 is Mumbai, nearest Kite)"
