@@ -8,7 +8,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,9 +34,7 @@ from tests.conftest import (
 )
 from tests.conftest import reset_layer_caches as reset_conftest_caches
 from tests.integration.test_login_flow import Browser
-from tests.integration.test_session_function import logged_in, stored
-
-Invoke = Callable[[Any], dict[str, Any]]
+from tests.integration.test_session_function import Invoke, logged_in, session_invoker, stored
 
 
 def reset_layer_caches() -> None:
@@ -113,13 +111,7 @@ def prefix(stack: ResourceValues, sim: KiteSimulator, monkeypatch: pytest.Monkey
 
 @pytest.fixture
 def invoke(prefix: str) -> Invoke:
-    app = load_function("session")
-
-    def call(event: Any) -> dict[str, Any]:
-        result: dict[str, Any] = app.handler(event, FakeLambdaContext())
-        return result
-
-    return call
+    return session_invoker()
 
 
 def login(sim: KiteSimulator, prefix: str) -> dict[str, Any]:

@@ -45,8 +45,8 @@ def prefix(stack: ResourceValues, sim: KiteSimulator, monkeypatch: pytest.Monkey
     reset_layer_caches()
 
 
-@pytest.fixture
-def invoke(prefix: str) -> Invoke:
+def session_invoker() -> Invoke:
+    """The session function's handler, loaded as Lambda loads it, as a call on one event."""
     app = load_function("session")
 
     def call(event: Any) -> dict[str, Any]:
@@ -54,6 +54,11 @@ def invoke(prefix: str) -> Invoke:
         return result
 
     return call
+
+
+@pytest.fixture
+def invoke(prefix: str) -> Invoke:
+    return session_invoker()
 
 
 def logged_in(
