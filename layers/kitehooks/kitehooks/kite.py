@@ -155,23 +155,9 @@ class KiteClient:
 
         A dead token (expired, logged out, replaced by a login elsewhere) raises KiteTokenError.
         """
-        call = "GET /user/profile"
-        headers = {**KITE_VERSION_HEADER, "Authorization": f"token {self._api_key}:{access_token}"}
-        try:
-            with self._time_limit():
-                response = self._http.request(
-                    "GET", self._api_root + "/user/profile", headers=headers, timeout=self._timeout
-                )
-        except (requests.Timeout, DeadlineExceeded):
-            raise KiteTimeout(f"Kite did not answer {call} in time") from None
-        except requests.RequestException as error:
-            # Only the exception's kind: its text could carry request details.
-            raise KiteUnavailable(f"could not reach Kite for {call} ({type(error).__name__})") from None
-        data = _envelope_data(response, call)
+        data = self._call("GET", "/user/profile", access_token=access_token)
         if not isinstance(data, dict):
-            raise KiteBadResponse(
-                "Kite's profile answer has no data object", http_status=response.status_code
-            )
+            raise KiteBadResponse("Kite's profile answer has no data object")
         return data
 
     def _call(
@@ -180,7 +166,11 @@ class KiteClient:
         path: str,
         form: dict[str, str] | None = None,
         query: dict[str, str] | None = None,
+        access_token: str | None = None,
     ) -> Any:
+        headers = dict(KITE_VERSION_HEADER)
+        if access_token is not None:  # a call made as the user, not as the app
+            headers["Authorization"] = f"token {self._api_key}:{access_token}"
         try:
             with self._time_limit():
                 response = self._http.request(
@@ -188,7 +178,7 @@ class KiteClient:
                     self._api_root + path,
                     data=form,
                     params=query,
-                    headers=KITE_VERSION_HEADER,
+                    headers=headers,
                     timeout=self._timeout,
                     allow_redirects=False,
                 )  # not streamed: the body, trickled or not, is read inside the limit
