@@ -45,6 +45,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+# The same context the first-invocation child hands the handler, so warm and cold runs match.
+from benchmarks.first_invocation import Context
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 LAYER = ROOT / "layers" / "kitehooks"
@@ -255,17 +258,6 @@ def captured(sink: CountingSink) -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = real
-
-
-class Context:
-    function_name = "kitehooks-bench"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:ap-south-1:123456789012:function:kitehooks-bench"
-    aws_request_id = "11111111-2222-3333-4444-555555555555"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 28_000
 
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
