@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,31 @@ def process_gone(pid: int, within: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@contextmanager
+def gateway_cli(*arguments: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m local.gateway`` with ``arguments``, and the URL its first line names; killed at
+    the end if the test left it running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local.gateway", *arguments],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        found = re.search(r"on (http://127\.0\.0\.1:\d+)$", banner.strip())
+        assert found, banner
+        yield process, found.group(1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -996,28 +1022,15 @@ def test_cli_reads_its_files_serves_and_stops_on_sigterm(fake_template: Path, tm
     resources_file.write_text(json.dumps(RESOURCES), encoding="utf-8")
     env_file = tmp_path / "env.json"
     env_file.write_text(json.dumps({"OtherFunction": {"COLOR": "from-env-file"}}), encoding="utf-8")
-    command = [sys.executable, "-m", "local.gateway", "--template", str(fake_template), "--port", "0"]
-    command += ["--resources", str(resources_file), "--env-vars", str(env_file), "--env", "EXTRA_FOR_ALL=cli"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        found = re.search(r"on (http://127\.0\.0\.1:\d+)$", banner.strip())
-        assert found, banner
-        body = echoed(requests.get(found.group(1) + "/other", timeout=HTTP_TIMEOUT))
+    arguments = ["--template", str(fake_template), "--port", "0", "--resources", str(resources_file)]
+    arguments += ["--env-vars", str(env_file), "--env", "EXTRA_FOR_ALL=cli"]
+    with gateway_cli(*arguments) as (process, url):
+        body = echoed(requests.get(url + "/other", timeout=HTTP_TIMEOUT))
         assert body["env"]["COLOR"] == "from-env-file"
         assert body["env"]["EXTRA_FOR_ALL"] == "cli"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         assert process_gone(body["pid"])
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def test_conditions_and_if_resolve_with_the_local_parameter_values() -> None:

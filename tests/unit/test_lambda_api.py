@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +18,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from local.gateway import LocalGateway
-from tests.unit.test_gateway import RESOURCES, write_fake_stack
+from tests.unit.test_gateway import RESOURCES, gateway_cli, write_fake_stack
 
 TIMEOUT = 15
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -235,19 +232,14 @@ def test_the_gateway_command_serves_the_invoke_api(tmp_path: Path) -> None:
     template = write_fake_stack(tmp_path / "stack")
     resources_file = tmp_path / "resources.json"
     resources_file.write_text(json.dumps(RESOURCES), encoding="utf-8")
-    command = [sys.executable, "-m", "local.gateway", "--template", str(template), "--port", "0"]
-    command += ["--resources", str(resources_file), "--parameter-overrides", "NoDefault=given"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
+    arguments = ["--template", str(template), "--port", "0", "--resources", str(resources_file)]
+    arguments += ["--parameter-overrides", "NoDefault=given"]
+    with gateway_cli(*arguments) as (process, gateway_url):
         assert process.stdout is not None
-        found = re.search(r"on (http://127\.0\.0\.1:\d+)$", process.stdout.readline().strip())
-        assert found
         lines = [process.stdout.readline() for _ in range(8)]  # one per route, then the Invoke API
         [invoke_line] = [line for line in lines if "Lambda Invoke API" in line]
         assert "QuietFunction" in invoke_line
-        url = f"{found.group(1)}/2015-03-31/functions"
+        url = f"{gateway_url}/2015-03-31/functions"
         raised = requests.post(
             f"{url}/ResponsesFunction/invocations",
             data=b'{"pathParameters": {"kind": "raise"}}',
@@ -260,9 +252,3 @@ def test_the_gateway_command_serves_the_invoke_api(tmp_path: Path) -> None:
         assert json.loads(quiet.json()["body"])["event"] == {"n": 1}
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
