@@ -162,17 +162,13 @@ class SessionStore:
                 MoveToVersionId=version_id,
                 RemoveFromVersionId=read.version_id,
             )
-        except ClientError as error:
+        except (BotoCoreError, ClientError) as error:
             if error_code(error) == "InvalidParameterException":
                 # "AWSCURRENT not found in version <read>": it moved. Our version stays unlabelled
                 # but for the pending label, which the next compare-and-swap moves on.
                 raise SessionChanged(
                     f"the session of {session.user_id} changed since it was read", version_id
                 ) from None
-            raise SessionStoreError(
-                f"could not store the session of {session.user_id} ({error_code(error)})"
-            ) from None
-        except BotoCoreError as error:
             raise SessionStoreError(
                 f"could not store the session of {session.user_id} ({error_code(error)})"
             ) from None
