@@ -74,6 +74,16 @@ class CredentialsStore:
         self._min_refresh_seconds = min_refresh_seconds
         self._provider: SecretsProvider | None = None
         self._last_forced = float("-inf")
+        # The credentials last read and checked, and until when they count as fresh: the warm
+        # path gets them without the provider's cache lookup, the parse, or a time limit.
+        self._current: ApiCredentials | None = None
+        self._current_until = float("-inf")
+
+    def cached(self) -> ApiCredentials | None:
+        """The credentials last read, while ``cache_seconds`` last; ``None`` when a read is due."""
+        if self._current is not None and time.monotonic() < self._current_until:
+            return self._current
+        return None
 
     def _secrets(self) -> SecretsProvider:
         if self._provider is None:
@@ -106,10 +116,15 @@ class CredentialsStore:
             if _service_failed(cause):  # a re-read now would only spend the time parking needs
                 raise CredentialsUnreachable(message) from None
             raise CredentialsUnavailable(message) from None
-        return parse_credentials(value)
+        credentials = parse_credentials(value)
+        self._current, self._current_until = credentials, time.monotonic() + self._cache_seconds
+        return credentials
 
     def get(self) -> ApiCredentials:
         """The cached credentials; if they are unusable (not unreachable), one rate-limited fresh read."""
+        current = self.cached()
+        if current is not None:
+            return current
         try:
             return self._read(force_fetch=False)
         except CredentialsUnreachable:

@@ -39,7 +39,7 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from kitehooks import aws, queue, undelivered
 from kitehooks.config import ConfigurationError, PostbackSettings, credentials_settings, postback_settings
-from kitehooks.credentials import ApiCredentials, CredentialsStore, CredentialsUnavailable, credentials_store
+from kitehooks.credentials import CredentialsStore, CredentialsUnavailable, credentials_store
 from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.postback import (
     PostbackRejected,
@@ -64,11 +64,6 @@ SECRETS_READ_SECONDS = 7.0
 QUEUE_SEND_SECONDS = 8.0
 # Values from the request that reach a log line are cut to this many characters.
 MAX_LOGGED_CHARS = 64
-# How long the receiver reuses the credentials it last got from the store before asking it again.
-# The store's own TTL (CREDENTIALS_CACHE_SECONDS) still decides when Secrets Manager is read; this
-# only spares the warm path the store's lookup and its time limit (~35 µs of ~40 µs of own CPU).
-# A rotated api_secret is picked up at once all the same: a checksum mismatch forces a re-read.
-CREDENTIALS_REUSE_SECONDS = 60.0
 
 
 class PostbackLogFormatter(LambdaPowertoolsFormatter):
@@ -181,19 +176,15 @@ class PostbackReceiver:
     def __init__(self, settings: PostbackSettings, credentials: CredentialsStore) -> None:
         self._settings = settings
         self._credentials = credentials
-        self._reused: ApiCredentials | None = None
-        self._reuse_until = float("-inf")
 
     def _api_secret(self, deadline: Deadline) -> str:
-        if self._reused is None or time.monotonic() >= self._reuse_until:
+        # Fresh credentials in the store need no I/O, so no time limit (its timer costs system
+        # calls on every warm request); a read, when due, is bounded.
+        credentials = self._credentials.cached()
+        if credentials is None:
             with deadline.limit(SECRETS_READ_SECONDS, keep=PARKING_RESERVE_SECONDS):
-                self._reuse(self._credentials.get())
-        assert self._reused is not None
-        return self._reused.api_secret
-
-    def _reuse(self, credentials: ApiCredentials) -> None:
-        self._reused = credentials
-        self._reuse_until = time.monotonic() + CREDENTIALS_REUSE_SECONDS
+                credentials = self._credentials.get()
+        return credentials.api_secret
 
     @classmethod
     def from_environment(cls) -> PostbackReceiver:
@@ -267,7 +258,6 @@ class PostbackReceiver:
                 fresh = None
             if fresh is None or fresh.api_secret == api_secret:
                 raise
-            self._reuse(fresh)
             return verify_postback(signed, fresh.api_secret)
 
     def _quarantine(
