@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -227,3 +228,20 @@ def as_a_user_runs_make(environment: dict[str, str]) -> dict[str, str]:
     "make[1]: ***"."""
     passed_down = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
     return {key: value for key, value in environment.items() if key not in passed_down}
+
+
+def run_make(
+    environment: dict[str, str], *arguments: str, timeout: float, stdin: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``make`` in the project, as a user runs it in ``environment``; its output captured."""
+    return subprocess.run(
+        # -o: the venv is there already; do not let make reinstall it.
+        ["make", "--no-print-directory", "-o", ".venv/.installed", *arguments],
+        cwd=ROOT,
+        env=as_a_user_runs_make(environment),
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -21,7 +21,7 @@ import requests
 
 from kitehooks.sessions import KiteSession, SessionStore
 from local.dev import DevPorts, DevStack
-from tests.conftest import as_a_user_runs_make, closed_port
+from tests.conftest import closed_port, run_make
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -60,16 +60,7 @@ def log_in(stack: DevStack) -> str:
 
 
 def make(stack_url: str, *arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        # -o: the venv is there already; do not let make reinstall it.
-        ["make", "--no-print-directory", "-o", ".venv/.installed", *arguments],
-        cwd=ROOT,
-        env=as_a_user_runs_make({**os.environ, "KITEHOOKS_API_URL": stack_url, **env}),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    return run_make({**os.environ, "KITEHOOKS_API_URL": stack_url, **env}, *arguments, timeout=TIMEOUT)
 
 
 def tool(stack_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from local.dev_state import DevState, StackNotRunning, read_state, remove_state, write_state
-from tests.conftest import as_a_user_runs_make
+from tests.conftest import run_make
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -45,16 +45,7 @@ def _clean_env(state_file: Path) -> dict[str, str]:
 
 
 def make(state_file: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        # -o: the venv is there already; do not let make reinstall it.
-        ["make", "--no-print-directory", "-o", ".venv/.installed", *arguments],
-        cwd=ROOT,
-        env=as_a_user_runs_make(_clean_env(state_file)),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    return run_make(_clean_env(state_file), *arguments, timeout=TIMEOUT)
 
 
 class RunningDev:

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from tests.conftest import as_a_user_runs_make, closed_port
+from tests.conftest import closed_port, run_make
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "ap-south-1"
@@ -51,17 +51,7 @@ def signed_in(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
 
 
 def make(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        # -o: the venv is there already; do not let make reinstall it.
-        ["make", "--no-print-directory", "-o", ".venv/.installed", *arguments],
-        cwd=ROOT,
-        env=as_a_user_runs_make(env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    return run_make(env, *arguments, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
 
 
 def aws_setup(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
