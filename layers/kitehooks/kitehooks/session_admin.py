@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from aws_lambda_powertools import Logger
 
@@ -44,7 +44,7 @@ from kitehooks.sessions import (
 logger = Logger(child=True)
 
 Action = Literal["expire", "check", "logout", "renew", "status"]
-ACTIONS: tuple[Action, ...] = ("expire", "check", "logout", "renew", "status")
+ACTIONS: tuple[Action, ...] = get_args(Action)
 
 # How many user ids a failure message names; the log lines name each one.
 _NAMED_IN_MESSAGE = 10
