@@ -16,7 +16,7 @@ import pytest
 from kitehooks import undelivered
 from local.provision import ResourceValues
 from local.samples import postback_body
-from tests.conftest import REGION, ROOT, TEST_API_SECRET, closed_port
+from tests.conftest import REGION, ROOT, TEST_API_SECRET, closed_port, run_make
 
 STACK_OUTPUTS = {
     "UndeliveredPostbacksBucketName": ("UndeliveredPostbacksBucket", "Ref"),
@@ -158,16 +158,7 @@ def test_redrive_reads_the_resources_from_the_stack_outputs(
 def test_make_redrive_takes_redrive_args(stack: ResourceValues, emulator_env: dict[str, str]) -> None:
     park(stack)
     redrive_args = " ".join(resource_args(stack))
-    result = subprocess.run(
-        # -o: the venv is there already; do not let make reinstall it.
-        ["make", "--no-print-directory", "-o", ".venv/.installed", "redrive", f"REDRIVE_ARGS={redrive_args}"],
-        env=emulator_env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_make(emulator_env, "redrive", f"REDRIVE_ARGS={redrive_args}", timeout=60)
     assert result.returncode == 0, result.stderr
     assert "sent 1 parked postback(s)" in result.stdout
     assert "--stack" not in result.stdout  # the resources were named: no stack to look up
