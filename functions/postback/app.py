@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
 
-from kitehooks import aws, receiver
+from kitehooks import aws, postback_lines, receiver
 from kitehooks.deadline import Deadline
 from kitehooks.http import (
     BodyNotDecodable,
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 logger = Logger()
-receiver.use_postback_log_lines(logger)
+postback_lines.use_postback_log_lines(logger)
 metrics = Metrics()
 aws.sqs_client()  # made during init, once per container
 
@@ -31,11 +31,11 @@ aws.sqs_client()  # made during init, once per container
 ANSWER_MARGIN_SECONDS = 2.5
 
 
-# Neither @logger.inject_lambda_context nor @metrics.log_metrics, on purpose (see kitehooks.receiver):
+# Neither @logger.inject_lambda_context nor @metrics.log_metrics, on purpose (see kitehooks.postback_lines):
 # each line carries the API Gateway request id as correlation_id itself, the accepted and rejected
 # lines carry their own metric, and only the rarer outcomes leave metrics to flush here.
 def handler(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:
-    receiver.start_invocation()
+    postback_lines.start_invocation()
     try:
         return _answer(event, context)
     finally:
@@ -45,12 +45,12 @@ def handler(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:
 
 def _answer(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:
     if request_method(event) != "POST":
-        receiver.count_rejection("wrong_method", 405, {"correlation_id": request_id(event)})
+        postback_lines.count_rejection("wrong_method", 405, {"correlation_id": request_id(event)})
         return json_response(405, {"status": "rejected", "reason": "use POST"}, headers={"Allow": "POST"})
     try:
         body = raw_body(event)
     except BodyNotDecodable as error:
-        receiver.count_rejection("invalid_base64", 400, {"correlation_id": request_id(event)})
+        postback_lines.count_rejection("invalid_base64", 400, {"correlation_id": request_id(event)})
         return json_response(400, {"status": "rejected", "reason": str(error)})
     deadline = Deadline.from_context(context, ANSWER_MARGIN_SECONDS)
     outcome = receiver.receive(body, request_id(event), deadline, received_at(event))
