@@ -140,6 +140,7 @@ def reset_layer_caches() -> None:
         aws.secretsmanager_client,
         aws.dynamodb_client,
         aws.events_client,
+        aws.lambda_client,
     ):
         cached.cache_clear()
 

@@ -21,8 +21,8 @@ import kiteconnect
 import pytest
 from kiteconnect import KiteConnect
 
-from kitehooks import aws, clock
 from kitehooks import client as consumer
+from kitehooks import clock
 from kitehooks.client import (
     SESSION_CACHE_SECONDS,
     SessionStoreUnreachable,
@@ -52,7 +52,6 @@ WAIT_SECONDS = 30
 def forget_everything() -> None:
     reset_layer_caches()
     consumer.forget()
-    aws.lambda_client.cache_clear()
 
 
 @pytest.fixture
