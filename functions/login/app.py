@@ -17,7 +17,6 @@ from kitehooks.login import (
     begin_login,
     landing_page,
     on_registered_host,
-    registered_redirect_url,
     state_cookie_name,
 )
 from kitehooks.pages import base_path, is_https, register_error_pages, render, request_cookie
@@ -36,9 +35,10 @@ def landing() -> Response[str]:
 def login() -> Response[str]:
     event = app.current_event
     secure = is_https(event)
+    settings = login_settings()
     # Before anything else: the cookie must be set on the host Kite will send the browser back to.
     elsewhere = on_registered_host(
-        registered_redirect_url(),
+        settings.redirect_url,
         (event.headers or {}).get("host"),
         secure,
         event.raw_path,
@@ -46,7 +46,6 @@ def login() -> Response[str]:
     )
     if elsewhere is not None:
         return render(elsewhere)
-    settings = login_settings()
     credentials = api_credentials()
     next_path = event.get_query_string_value("next")
     login_cookie = request_cookie(event, state_cookie_name(secure))

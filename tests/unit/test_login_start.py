@@ -21,7 +21,9 @@ from kitehooks.login import (
     state_cookie_name,
 )
 
-SETTINGS = LoginSettings(kite_login_url="https://kite.zerodha.com/connect/login", state_ttl_seconds=600)
+SETTINGS = LoginSettings(
+    kite_login_url="https://kite.zerodha.com/connect/login", state_ttl_seconds=600, redirect_url=None
+)
 CREDENTIALS = ApiCredentials(api_key="kitehooks_test_key", api_secret="login-start-secret")
 NOW = 1_800_000_000.0
 REDIRECT_URL = "https://kitehooks.example/prod/callback"

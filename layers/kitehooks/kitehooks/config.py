@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from urllib.parse import urlsplit
 
 DEFAULT_MAX_POSTBACK_BYTES = 16 * 1024  # Kite sends about 1.5 KB
 DEFAULT_CREDENTIALS_CACHE_SECONDS = 300
@@ -75,6 +76,20 @@ class LoginSettings:
 
     kite_login_url: str
     state_ttl_seconds: int
+    # The Redirect URL registered for the app at Kite, when known: Kite sends every login back to
+    # that one URL, so the login cookie must be set on its host. Deployed without a custom domain
+    # the API has one host and it may be absent.
+    redirect_url: str | None
+
+
+def _http_url(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"environment variable {name} must be an http(s) URL")
+    return value
 
 
 @cache
@@ -82,6 +97,7 @@ def login_settings() -> LoginSettings:
     return LoginSettings(
         kite_login_url=_required("KITE_LOGIN_URL"),
         state_ttl_seconds=_positive_int("LOGIN_STATE_TTL_SECONDS", DEFAULT_LOGIN_STATE_TTL_SECONDS),
+        redirect_url=_http_url("REDIRECT_URL"),
     )
 
 

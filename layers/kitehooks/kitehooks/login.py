@@ -5,7 +5,6 @@ and the cookie that binds the login to this browser. ``kitehooks.callback`` is t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
@@ -70,23 +69,6 @@ def state_cookie(value: str, max_age: int, secure: bool) -> Cookie:
 
 def completed_cookie(value: str, max_age: int, secure: bool) -> Cookie:
     return _cookie(completed_cookie_name(secure), value, max_age, secure)
-
-
-def registered_redirect_url() -> str | None:
-    """The Redirect URL registered for the app at Kite (``REDIRECT_URL``), when it is known.
-
-    Kite sends every login back to that one URL, so the login cookie must be set on its host.
-    Deployed without a custom domain the API has one host and the variable may be absent.
-    """
-    value = os.environ.get("REDIRECT_URL", "").strip()
-    if not value:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        from kitehooks.config import ConfigurationError
-
-        raise ConfigurationError("environment variable REDIRECT_URL must be an http(s) URL")
-    return value
 
 
 def _origin(scheme: str, host: str) -> tuple[str, int | None] | None:
