@@ -103,7 +103,7 @@ REDRIVE_NAMED := $(filter --stack% --bucket% --queue-url% --secret-id%,$(REDRIVE
 REDRIVE_STACK := $(if $(filter command line,$(origin STACK))$(if $(REDRIVE_NAMED),,none),--stack $(STACK))
 
 redrive: $(STAMP) ## re-send parked postbacks in receive order, verifying checksums (STACK=.. or REDRIVE_ARGS=..)
-	$(RUN) -m kitehooks.redrive $(REDRIVE_STACK) $(REDRIVE_ARGS)
+	$(RUN) -m kitehooks.postbacks.redrive $(REDRIVE_STACK) $(REDRIVE_ARGS)
 
 clean: ## remove build output and caches
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

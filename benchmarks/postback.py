@@ -154,8 +154,8 @@ def _first_invocation(
 
 
 def first_invocations(endpoint: str, stack: dict[str, Any], stack_name: str) -> dict[str, Any]:
-    from kitehooks import login_state
-    from kitehooks.login import state_cookie_name
+    from kitehooks.login import state as login_state
+    from kitehooks.login.start import state_cookie_name
     from local.kite_simulator import KiteSimulator
     from local.samples import http_api_event, postback_body
 

@@ -25,7 +25,7 @@ def follow_awscurrent_in_emulator() -> None:
 
     moto 5.2's UpdateSecretVersionStage moves the AWSCURRENT label but GetSecretValue keeps
     answering the version it last made current itself, so a session written by compare-and-swap
-    (``kitehooks.sessions.SessionStore.replace``) would not be read back, and the next plain put
+    (``kitehooks.sessions.store.SessionStore.replace``) would not be read back, and the next plain put
     would leave AWSCURRENT on two versions. The refusal when AWSCURRENT has moved (the part the
     compare-and-swap relies on) is moto's own and is not touched. Idempotent.
     """

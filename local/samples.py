@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kitehooks.checksum import postback_checksum
+from kitehooks.kite.checksum import postback_checksum
 from local.kite_simulator import DEFAULT_API_SECRET as LOCAL_API_SECRET
 
 __all__ = ["LOCAL_API_SECRET", "http_api_event", "postback_body", "postback_order"]

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "kitehooks")]
 
-from kitehooks.login import state_cookie_name  # noqa: E402
+from kitehooks.login.start import state_cookie_name  # noqa: E402
 from local.samples import LOCAL_API_SECRET, http_api_event, postback_body  # noqa: E402
 
 

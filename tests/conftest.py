@@ -125,7 +125,8 @@ class FakeLambdaContext:
 
 def reset_layer_caches() -> None:
     """Forget per-container state, as a new container would."""
-    from kitehooks import aws, config, credentials, receiver
+    from kitehooks import aws, config, credentials
+    from kitehooks.postbacks import receiver
 
     for cached in (
         config.credentials_settings,

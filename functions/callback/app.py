@@ -9,13 +9,13 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kitehooks.callback import BrowserCookies, complete_login
 from kitehooks.clock import utc_now
 from kitehooks.config import callback_settings
 from kitehooks.credentials import api_credentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.login import Page, completed_cookie_name, state_cookie_name
-from kitehooks.pages import base_path, is_https, register_error_pages, render, request_cookie
+from kitehooks.login.callback import BrowserCookies, complete_login
+from kitehooks.login.pages import base_path, is_https, register_error_pages, render, request_cookie
+from kitehooks.login.start import Page, completed_cookie_name, state_cookie_name
 
 logger = Logger()
 app = APIGatewayHttpResolver()

@@ -13,13 +13,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kitehooks.config import login_settings
 from kitehooks.credentials import api_credentials
-from kitehooks.login import (
+from kitehooks.login.pages import base_path, is_https, register_error_pages, render, request_cookie
+from kitehooks.login.start import (
     begin_login,
     landing_page,
     on_registered_host,
     state_cookie_name,
 )
-from kitehooks.pages import base_path, is_https, register_error_pages, render, request_cookie
 
 logger = Logger()
 app = APIGatewayHttpResolver()

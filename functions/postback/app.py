@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
 
-from kitehooks import aws, postback_lines, receiver
+from kitehooks import aws
 from kitehooks.deadline import Deadline
 from kitehooks.http import (
     BodyNotDecodable,
@@ -18,6 +18,8 @@ from kitehooks.http import (
     request_id,
     request_method,
 )
+from kitehooks.postbacks import log_lines as postback_lines
+from kitehooks.postbacks import receiver
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -31,7 +33,7 @@ aws.sqs_client()  # made during init, once per container
 ANSWER_MARGIN_SECONDS = 2.5
 
 
-# Neither @logger.inject_lambda_context nor @metrics.log_metrics, on purpose (see kitehooks.postback_lines):
+# Neither @logger.inject_lambda_context nor @metrics.log_metrics, on purpose (see postbacks/log_lines):
 # each line carries the API Gateway request id as correlation_id itself, the accepted and rejected
 # lines carry their own metric, and only the rarer outcomes leave metrics to flush here.
 def handler(event: HttpApiEvent, context: LambdaContext) -> HttpApiResponse:

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from kitehooks import aws, clock, kite, session_admin
+from kitehooks import aws, clock
 from kitehooks.config import ConfigurationError, session_settings
 from kitehooks.credentials import CredentialsUnavailable, api_credentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.session_events import SessionEvents
-from kitehooks.sessions import SessionStore, SessionStoreError, valid_user_id
+from kitehooks.kite import client as kite
+from kitehooks.sessions import admin as session_admin
+from kitehooks.sessions.events import SessionEvents
+from kitehooks.sessions.store import SessionStore, SessionStoreError, valid_user_id
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext

@@ -19,7 +19,7 @@ import boto3
 import pytest
 import requests
 
-from kitehooks.sessions import KiteSession, SessionStore
+from kitehooks.sessions.store import KiteSession, SessionStore
 from local.dev import DevPorts, DevStack
 from tests.conftest import closed_port, run_make
 

@@ -31,7 +31,7 @@ from kitehooks.client import (
     kite_connect,
 )
 from kitehooks.config import ConfigurationError
-from kitehooks.sessions import KiteSession, SessionStore, new_session
+from kitehooks.sessions.store import KiteSession, SessionStore, new_session
 from local.gateway import LocalGateway
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues

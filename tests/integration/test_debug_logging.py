@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kitehooks import aws, kite
-from kitehooks.sessions import SessionStore, new_session
+from kitehooks import aws
+from kitehooks.kite import client as kite
+from kitehooks.sessions.store import SessionStore, new_session
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from local.samples import http_api_event, postback_body

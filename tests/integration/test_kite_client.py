@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kitehooks import kite
+from kitehooks.kite import client as kite
 from local.kite_simulator import KiteSimulator
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, closed_port, fresh_request_token
 

@@ -1,5 +1,5 @@
 """The Kite simulator's order book over HTTP, with the official ``kiteconnect`` client as its peer
-and postbacks received by a real HTTP server and verified with ``kitehooks.checksum``."""
+and postbacks received by a real HTTP server and verified with ``kitehooks.kite.checksum``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import requests
 from kiteconnect import KiteConnect
 from kiteconnect.exceptions import InputException, NetworkException, TokenException
 
-from kitehooks.checksum import checksums_match, postback_checksum
+from kitehooks.kite.checksum import checksums_match, postback_checksum
 from local.kite_orders import OrderBook, trading_day
 from local.kite_simulator import KiteSimulator
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, fresh_request_token

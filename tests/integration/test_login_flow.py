@@ -17,7 +17,7 @@ import pytest
 import requests
 from kiteconnect import KiteConnect
 
-from kitehooks.login import completed_cookie_name, state_cookie_name
+from kitehooks.login.start import completed_cookie_name, state_cookie_name
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from local.samples import http_api_event
@@ -396,7 +396,7 @@ def test_forged_state_is_refused(browser: Browser) -> None:
 
 
 def test_state_signed_with_another_secret_is_refused(browser: Browser) -> None:
-    from kitehooks.login_state import sign_state
+    from kitehooks.login.state import sign_state
 
     query = parse_qs(browser.kite(browser.login().location))
     nonce = browser.jar[browser.login_cookie]
@@ -572,7 +572,7 @@ def test_no_secret_or_token_reaches_logs_or_responses(
 
 
 def test_an_unexpected_error_is_a_plain_500_page(browser: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kitehooks.sessions import SessionStore
+    from kitehooks.sessions.store import SessionStore
 
     def broken(self: SessionStore, session: object) -> str:
         raise RuntimeError("bug while storing")
@@ -678,7 +678,7 @@ def test_a_session_write_whose_answer_was_lost_is_read_back_and_its_token_kept(
 ) -> None:
     """Secrets Manager applied the write but its answer never came (a timeout, a 5xx): ending
     the Kite session now would leave the stored session holding a dead token."""
-    from kitehooks import sessions
+    from kitehooks.sessions import store as sessions
 
     real_put = sessions.SessionStore.put
 
@@ -697,7 +697,7 @@ def test_a_session_write_whose_answer_was_lost_is_read_back_and_its_token_kept(
 def test_a_session_write_that_did_not_happen_ends_the_kite_session(
     browser: Browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kitehooks import sessions
+    from kitehooks.sessions import store as sessions
 
     def refuse(store: sessions.SessionStore, session: sessions.KiteSession) -> str:
         raise sessions.SessionWriteRefused("Secrets Manager refused the write (AccessDeniedException)")
@@ -715,7 +715,7 @@ def test_a_session_write_with_no_answer_and_nothing_stored_yet_leaves_the_token_
 ) -> None:
     """No answer means the write may still land after we looked: ending the token then would
     leave the stored session holding a dead one. Only a refusal proves it never will."""
-    from kitehooks import sessions
+    from kitehooks.sessions import store as sessions
 
     def no_answer(store: sessions.SessionStore, session: sessions.KiteSession) -> str:
         raise sessions.SessionStoreError("Secrets Manager did not answer (ReadTimeoutError)")

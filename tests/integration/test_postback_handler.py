@@ -285,7 +285,7 @@ def test_a_rotated_secret_is_reread_before_a_postback_is_refused(
 def test_an_unexpected_error_still_keeps_the_postback_and_shows_no_trace(
     invoke: Invoke, stack: ResourceValues, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kitehooks import queue
+    from kitehooks.orders import queue
 
     def broken(*args: object, **kwargs: object) -> str:
         raise RuntimeError("a bug with a secret-looking message")
@@ -464,7 +464,7 @@ def test_parked_updates_keep_the_order_kite_sent_them_in_not_the_order_they_were
     """OPEN reached API Gateway first but its invocation waited longer (SQS hanging) than that
     of the COMPLETE after it (SQS refusing): parked by the time they were received, redrive
     still sends OPEN first."""
-    from kitehooks.redrive import redrive
+    from kitehooks.postbacks.redrive import redrive
 
     monkeypatch.setenv("ORDER_UPDATES_QUEUE_URL", stack["OrderUpdatesQueue"]["Ref"])
     monkeypatch.setenv("UNDELIVERED_BUCKET", stack["UndeliveredPostbacksBucket"]["Ref"])

@@ -9,8 +9,8 @@ from typing import Any
 import boto3
 import pytest
 
-from kitehooks import queue
-from kitehooks.postback import VerifiedPostback, parse_postback, verify_postback
+from kitehooks.orders import queue
+from kitehooks.postbacks.postback import VerifiedPostback, parse_postback, verify_postback
 from local.provision import ResourceValues
 from local.samples import http_api_event, postback_body
 from tests.conftest import TEST_API_SECRET, FakeLambdaContext, load_function, reset_layer_caches

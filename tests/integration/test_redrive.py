@@ -15,8 +15,8 @@ import boto3
 import pytest
 import requests
 
-from kitehooks import undelivered
-from kitehooks.redrive import main, redrive
+from kitehooks.postbacks import undelivered
+from kitehooks.postbacks.redrive import main, redrive
 from local.provision import ResourceValues
 from local.samples import postback_body
 from tests.conftest import TEST_API_SECRET

@@ -1,4 +1,4 @@
-"""`python -m kitehooks.redrive` and `make redrive` as a person runs them: a child process, boto3's
+"""`python -m kitehooks.postbacks.redrive` and `make redrive` as a person runs them: a child process, boto3's
 own settings (AWS_ENDPOINT_URL, the region variables), and one clear line when it cannot run."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from kitehooks import undelivered
+from kitehooks.postbacks import undelivered
 from local.provision import ResourceValues
 from local.samples import postback_body
 from tests.conftest import REGION, ROOT, TEST_API_SECRET, closed_port, run_make
@@ -51,7 +51,7 @@ def emulator_env(clean_env: dict[str, str], aws_env: str) -> dict[str, str]:
 
 def redrive(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kitehooks.redrive", *argv],
+        [sys.executable, "-m", "kitehooks.postbacks.redrive", *argv],
         env=env,
         cwd=ROOT,
         capture_output=True,

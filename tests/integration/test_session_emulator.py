@@ -14,7 +14,7 @@ import boto3
 import pytest
 import requests
 
-from kitehooks.sessions import SessionChanged, SessionStore, ended, new_session
+from kitehooks.sessions.store import SessionChanged, SessionStore, ended, new_session
 from tests.conftest import ROOT, closed_port
 
 PATCHED = [sys.executable, "-m", "local.provision"]

@@ -18,9 +18,10 @@ import pytest
 from kiteconnect import KiteConnect
 from kiteconnect.exceptions import TokenException
 
-from kitehooks import aws, clock, kite
-from kitehooks.session_admin import SessionActionFailed
-from kitehooks.sessions import IST, SessionStore, new_session
+from kitehooks import aws, clock
+from kitehooks.kite import client as kite
+from kitehooks.sessions.admin import SessionActionFailed
+from kitehooks.sessions.store import IST, SessionStore, new_session
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from tests.conftest import (

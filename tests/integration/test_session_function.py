@@ -14,9 +14,9 @@ from typing import Any
 import boto3
 import pytest
 
-from kitehooks import kite
-from kitehooks.session_admin import SessionActionFailed
-from kitehooks.sessions import KiteSession, new_session
+from kitehooks.kite import client as kite
+from kitehooks.sessions.admin import SessionActionFailed
+from kitehooks.sessions.store import KiteSession, new_session
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from tests.conftest import (

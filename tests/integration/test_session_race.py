@@ -15,7 +15,7 @@ import boto3
 import pytest
 import requests
 
-from kitehooks.sessions import KiteSession, SessionStore
+from kitehooks.sessions.store import KiteSession, SessionStore
 from local.kite_simulator import KiteSimulator
 from tests.conftest import FakeLambdaContext, load_function
 from tests.integration.test_session_events import (

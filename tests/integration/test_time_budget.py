@@ -23,8 +23,8 @@ from typing import Any
 import boto3
 import pytest
 
-from kitehooks import login_state
-from kitehooks.login import state_cookie_name
+from kitehooks.login import state as login_state
+from kitehooks.login.start import state_cookie_name
 from local.gateway import load_template
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues, provision

@@ -32,7 +32,7 @@ import requests
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from kitehooks.login_state import sign_state
+from kitehooks.login.state import sign_state
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from tests.conftest import (

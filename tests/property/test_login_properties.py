@@ -25,7 +25,7 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from kitehooks.login_state import StateRejected, verify_state
+from kitehooks.login.state import StateRejected, verify_state
 from local.provision import ResourceValues
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, FakeLambdaContext, load_function, reset_layer_caches
 from tests.property.conftest import (

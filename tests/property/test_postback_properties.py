@@ -31,7 +31,7 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from kitehooks.checksum import postback_checksum
+from kitehooks.kite.checksum import postback_checksum
 from local.provision import ResourceValues
 from local.samples import KITE_POSTBACK_EXAMPLE
 from tests.conftest import TEST_API_SECRET, FakeLambdaContext, load_function, reset_layer_caches

@@ -5,7 +5,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kitehooks.checksum import checksums_match, postback_checksum, session_checksum
+from kitehooks.kite.checksum import checksums_match, postback_checksum, session_checksum
 
 # Kite's documented postback example.
 KITE_ORDER_ID = "220303000308932"

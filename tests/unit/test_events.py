@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kitehooks.postback import PostbackRejected, parse_postback, verify_postback
+from kitehooks.postbacks.postback import PostbackRejected, parse_postback, verify_postback
 from local.samples import LOCAL_API_SECRET, http_api_event
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kitehooks import login_state
 from kitehooks.config import LoginSettings
 from kitehooks.credentials import ApiCredentials
-from kitehooks.login import (
+from kitehooks.login import state as login_state
+from kitehooks.login.start import (
     Page,
     begin_login,
     landing_page,

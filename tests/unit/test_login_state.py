@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kitehooks.login_state import (
+from kitehooks.login.state import (
     MAX_COMPLETED_LOGINS,
     MAX_PENDING_LOGINS,
     MAX_RETURN_PATH_LENGTH,

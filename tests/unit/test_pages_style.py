@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from kitehooks.login import Page
-from kitehooks.pages import SECURITY_HEADERS, html_page, render
+from kitehooks.login.pages import SECURITY_HEADERS, html_page, render
+from kitehooks.login.start import Page
 
 
 def style_of(body: str) -> str:

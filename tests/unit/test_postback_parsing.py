@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kitehooks.postback import PostbackRejected, parse_postback, verify_postback
+from kitehooks.postbacks.postback import PostbackRejected, parse_postback, verify_postback
 from local.samples import KITE_POSTBACK_EXAMPLE, postback_body, postback_order
 
 SECRET = "unit-secret"

@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 
 from kitehooks.deadline import Deadline
-from kitehooks.session_admin import Pacer
-from kitehooks.session_events import SessionEvents, session_ended, session_started
-from kitehooks.sessions import IST, KiteSession, SessionStoreError, new_session, next_expiry, secret_name
+from kitehooks.sessions.admin import Pacer
+from kitehooks.sessions.events import SessionEvents, session_ended, session_started
+from kitehooks.sessions.store import (
+    IST,
+    KiteSession,
+    SessionStoreError,
+    new_session,
+    next_expiry,
+    secret_name,
+)
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def grants(function: str) -> set[tuple[str, str]]:
 
 
 def test_postback_function_may_only_send_to_its_queue_park_in_its_bucket_and_read_its_secret() -> None:
-    from kitehooks.undelivered import PREFIX
+    from kitehooks.postbacks.undelivered import PREFIX
 
     assert grants("PostbackFunction") == {
         ("sqs:SendMessage", repr({"Fn::GetAtt": ["OrderUpdatesQueue", "Arn"]})),
@@ -284,7 +284,7 @@ def expiry_days(key: str) -> tuple[int, int]:
     ("verification", "days"), [("rejected", (14, 1)), ("unverified", (90, 30)), ("verified", (90, 30))]
 )
 def test_every_kind_of_parked_postback_expires(verification: str, days: tuple[int, int]) -> None:
-    from kitehooks.undelivered import PREFIX
+    from kitehooks.postbacks.undelivered import PREFIX
 
     key = f"{PREFIX}{verification}/2026/01/02/030405.000000-{'0' * 64}.json"
     # Junk (a wrong checksum) goes within two weeks and leaves no old version behind for long;
@@ -295,7 +295,7 @@ def test_every_kind_of_parked_postback_expires(verification: str, days: tuple[in
 def test_every_verification_the_receiver_writes_has_its_own_rule() -> None:
     from typing import get_args
 
-    from kitehooks.undelivered import PREFIX, Verification
+    from kitehooks.postbacks.undelivered import PREFIX, Verification
 
     prefixes = {
         rule.get("Prefix")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from kitehooks import undelivered
+from kitehooks.postbacks import undelivered
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

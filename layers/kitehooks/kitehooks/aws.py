@@ -68,7 +68,7 @@ def lambda_client() -> LambdaClient:
 
 if TYPE_CHECKING:
     # No stubs for EventBridge here: typed by the one call kitehooks makes.
-    from kitehooks.session_events import EventBridgePutEvents
+    from kitehooks.sessions.events import EventBridgePutEvents
 
 
 @cache

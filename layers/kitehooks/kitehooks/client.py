@@ -34,7 +34,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kitehooks import aws, clock
 from kitehooks.config import ConfigurationError
-from kitehooks.sessions import KiteSession, SessionNotFound, SessionStore, SessionStoreError, valid_user_id
+from kitehooks.sessions.store import (
+    KiteSession,
+    SessionNotFound,
+    SessionStore,
+    SessionStoreError,
+    valid_user_id,
+)
 
 if TYPE_CHECKING:
     from kiteconnect import KiteConnect

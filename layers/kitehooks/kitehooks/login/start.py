@@ -1,5 +1,5 @@
 """Kite login, first half: ``/login`` sends the browser to Kite's login page with a signed state
-and the cookie that binds the login to this browser. ``kitehooks.callback`` is the second half.
+and the cookie that binds the login to this browser. ``kitehooks.login.callback`` is the second half.
 ``/`` is a landing page that says what this is and links to ``/login``.
 """
 
@@ -10,9 +10,9 @@ from urllib.parse import urlencode, urlsplit
 
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from kitehooks import login_state
 from kitehooks.config import LoginSettings
 from kitehooks.credentials import ApiCredentials
+from kitehooks.login import state as login_state
 
 # Browsers keep a __Host- cookie only if it is Secure, has Path=/ and no Domain, and never let a
 # sibling subdomain or a plain-HTTP page set one: nobody else can plant a login nonce.

@@ -15,9 +15,9 @@ from typing import Any
 
 import requests
 
-from kitehooks.checksum import session_checksum
 from kitehooks.config import KiteSettings
 from kitehooks.deadline import Deadline, DeadlineExceeded
+from kitehooks.kite.checksum import session_checksum
 
 KITE_VERSION_HEADER = {"X-Kite-Version": "3"}
 # (connect, read) seconds: a slow Kite must not hold the function, nor the user, for long.

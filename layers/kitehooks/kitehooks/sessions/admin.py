@@ -28,11 +28,11 @@ from typing import Any, Literal, get_args
 
 from aws_lambda_powertools import Logger
 
-from kitehooks import kite
 from kitehooks.credentials import ApiCredentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.session_events import EndReason, SessionEvents, session_ended, session_started
-from kitehooks.sessions import (
+from kitehooks.kite import client as kite
+from kitehooks.sessions.events import EndReason, SessionEvents, session_ended, session_started
+from kitehooks.sessions.store import (
     KiteSession,
     SessionNotFound,
     SessionStore,

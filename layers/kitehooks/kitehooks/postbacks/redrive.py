@@ -2,8 +2,8 @@
 
 Run from a machine with AWS credentials for the stack's account::
 
-    python -m kitehooks.redrive --stack kitehooks            # or: make redrive STACK=kitehooks
-    python -m kitehooks.redrive --bucket B --queue-url Q --secret-id S [--region R] [--dry-run]
+    python -m kitehooks.postbacks.redrive --stack kitehooks            # or: make redrive STACK=kitehooks
+    python -m kitehooks.postbacks.redrive --bucket B --queue-url Q --secret-id S [--region R] [--dry-run]
 
 The region is ``--region``, else ``AWS_REGION``, else boto3's own (``AWS_DEFAULT_REGION``, the
 profile), else ap-south-1. boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how the local stack
@@ -41,9 +41,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from kitehooks import queue, undelivered
 from kitehooks.credentials import CredentialsUnavailable, parse_credentials
-from kitehooks.postback import PostbackRejected, parse_postback, verify_postback
+from kitehooks.orders import queue
+from kitehooks.postbacks import undelivered
+from kitehooks.postbacks.postback import PostbackRejected, parse_postback, verify_postback
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -284,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kitehooks.redrive", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="kitehooks.postbacks.redrive", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", help="read bucket, queue and secret from this stack's outputs")
     parser.add_argument("--bucket", help="the undelivered-postbacks bucket")
     parser.add_argument("--queue-url", help="the order-updates FIFO queue")

@@ -1,7 +1,7 @@
 """The undelivered bucket: where a postback goes when it cannot be queued, so it is never lost.
 
 Objects hold the raw body exactly as received. Keys say whether the checksum was verified, so
-``kitehooks.redrive`` knows what to check again before it re-sends them, and carry the time they
+``kitehooks.postbacks.redrive`` knows what to check again before it re-sends them, and carry the time they
 were received, so re-sending keeps each order's updates in the order they arrived.
 """
 

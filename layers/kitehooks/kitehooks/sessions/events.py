@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kitehooks.aws import error_code
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.sessions import KiteSession, SessionStatus
+from kitehooks.sessions.store import KiteSession, SessionStatus
 
 logger = Logger(child=True)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from kitehooks.postback import VerifiedPostback
+from kitehooks.postbacks.postback import VerifiedPostback
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

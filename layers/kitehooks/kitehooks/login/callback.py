@@ -16,13 +16,16 @@ from datetime import datetime
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.shared.cookies import Cookie
 
-from kitehooks import aws, kite, login_state, used_states
+from kitehooks import aws
 from kitehooks.config import DEFAULT_LOGIN_STATE_TTL_SECONDS, CallbackSettings
 from kitehooks.credentials import ApiCredentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.login import Page, completed_cookie, state_cookie
-from kitehooks.session_events import SessionEvents, session_started
-from kitehooks.sessions import (
+from kitehooks.kite import client as kite
+from kitehooks.login import state as login_state
+from kitehooks.login import used_states
+from kitehooks.login.start import Page, completed_cookie, state_cookie
+from kitehooks.sessions.events import SessionEvents, session_started
+from kitehooks.sessions.store import (
     IST,
     KiteSession,
     SessionStore,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-    from kitehooks.login import Page
+    from kitehooks.login.start import Page
 
 # A small, self-contained style: system fonts, readable contrast in light and dark, visible
 # focus. Allowed by its hash, so the policy still loads nothing from anywhere.

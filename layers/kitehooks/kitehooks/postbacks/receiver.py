@@ -8,7 +8,7 @@ Every AWS call runs inside the invocation's :class:`~kitehooks.deadline.Deadline
 the postback, the ``PostbackLost`` metric and its CRITICAL log line) always comes before Lambda's
 Timeout, whatever hangs.
 
-Each outcome writes one line that carries its metric (:mod:`kitehooks.postback_lines` says why);
+Each outcome writes one line that carries its metric (:mod:`kitehooks.postbacks.log_lines` says why);
 only an internal error's counts are left to the handler's metric flush.
 """
 
@@ -23,18 +23,20 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit
 
-from kitehooks import aws, queue, undelivered
+from kitehooks import aws
 from kitehooks.config import ConfigurationError, PostbackSettings, credentials_settings, postback_settings
 from kitehooks.credentials import CredentialsStore, CredentialsUnavailable, credentials_store
 from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.postback import (
+from kitehooks.orders import queue
+from kitehooks.postbacks import undelivered
+from kitehooks.postbacks.log_lines import count_rejection, line_with_metric, metrics
+from kitehooks.postbacks.postback import (
     PostbackRejected,
     SignedPostback,
     VerifiedPostback,
     parse_postback,
     verify_postback,
 )
-from kitehooks.postback_lines import count_rejection, line_with_metric, metrics
 
 logger = Logger(child=True)
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from kitehooks.checksum import checksums_match, postback_checksum
+from kitehooks.kite.checksum import checksums_match, postback_checksum
 
 # Checked with str.strip over these characters rather than regular expressions: the same rule,
 # and compiling the two expressions cost ~7 ms of every cold start.

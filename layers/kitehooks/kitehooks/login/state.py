@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 # The login cookie's name over plain HTTP (the local stack); over HTTPS it carries the __Host-
-# prefix (kitehooks.login.state_cookie_name).
+# prefix (kitehooks.login.start.state_cookie_name).
 STATE_COOKIE = "kitehooks_login"
-# The completed-login markers' cookie, named the same way (kitehooks.login.completed_cookie_name).
+# The completed-login markers' cookie, named the same way (kitehooks.login.start.completed_cookie_name).
 COMPLETED_COOKIE = "kitehooks_done"
 _KEY_CONTEXT = b"kitehooks/login-state/v1"
 _COMPLETED_CONTEXT = b"kitehooks/login-completed/v1"
@@ -42,7 +42,7 @@ COMPLETED_SECONDS = 15 * 60
 _SEPARATOR = "."  # between the nonces in the cookie: never part of a nonce (base64url)
 _COMPLETED_ENTRY = re.compile(r"([A-Za-z0-9]{0,16})~([0-9]{1,12})~([A-Za-z0-9_-]{22})")
 _USER_ID = re.compile(r"[A-Za-z0-9]{1,16}")
-# /callback refuses a longer state unread; /login never issues one (kitehooks.login).
+# /callback refuses a longer state unread; /login never issues one (kitehooks.login.start).
 MAX_STATE_LENGTH = 2048
 MAX_RETURN_PATH_LENGTH = 512
 # Characters a path keeps as they are: printable ASCII. Anything else is percent-encoded as UTF-8.

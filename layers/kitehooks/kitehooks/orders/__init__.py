@@ -1,0 +1,1 @@
+"""Order updates after verification: the order-updates queue."""
