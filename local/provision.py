@@ -166,12 +166,22 @@ def provision(
             continue
         properties = resource.get("Properties", {})
         name = f"{stack_name}-{logical_id}"
-        arn = dynamodb.create_table(
-            TableName=name,
-            KeySchema=[dict(key) for key in properties["KeySchema"]],
-            AttributeDefinitions=[dict(attribute) for attribute in properties["AttributeDefinitions"]],
-            BillingMode=properties.get("BillingMode", "PAY_PER_REQUEST"),
-        )["TableDescription"]["TableArn"]
+        table: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": [dict(key) for key in properties["KeySchema"]],
+            "AttributeDefinitions": [dict(attribute) for attribute in properties["AttributeDefinitions"]],
+            "BillingMode": properties.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if "GlobalSecondaryIndexes" in properties:
+            table["GlobalSecondaryIndexes"] = [
+                {
+                    "IndexName": index["IndexName"],
+                    "KeySchema": [dict(key) for key in index["KeySchema"]],
+                    "Projection": dict(index["Projection"]),
+                }
+                for index in properties["GlobalSecondaryIndexes"]
+            ]
+        arn = dynamodb.create_table(**table)["TableDescription"]["TableArn"]
         if "TimeToLiveSpecification" in properties:
             dynamodb.update_time_to_live(
                 TableName=name, TimeToLiveSpecification=dict(properties["TimeToLiveSpecification"])

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
 
-from kitehooks import aws
+from kitehooks import aws, config
 from kitehooks.deadline import Deadline
 from kitehooks.http import (
     BodyNotDecodable,
@@ -28,6 +28,8 @@ logger = Logger()
 postback_lines.use_postback_log_lines(logger)
 metrics = Metrics()
 aws.sqs_client()  # made during init, once per container
+if config.order_ledger_table():
+    aws.dynamodb_client()  # OrderConfirmation=on: the one ledger write per postback
 
 # The answer, its log line and its metrics leave this long before Lambda's Timeout at the latest.
 ANSWER_MARGIN_SECONDS = 2.5

@@ -112,7 +112,9 @@ def test_postbacks_valid_duplicate_tampered_malformed(stack: DevStack) -> None:
     [message] = drain(stack)
     assert message["Body"] == valid.decode()
     assert message["Attributes"]["MessageGroupId"] == "260101000000001"
-    assert message["Attributes"]["MessageDeduplicationId"] == hashlib.sha256(valid).hexdigest()
+    filled = json.loads(valid)["filled_quantity"]
+    state_id = f"260101000000001|OPEN|{filled}"
+    assert message["Attributes"]["MessageDeduplicationId"] == hashlib.sha256(state_id.encode()).hexdigest()
 
 
 def test_unknown_route_is_404_and_wrong_method_on_a_route_too(stack: DevStack) -> None:

@@ -84,7 +84,10 @@ def test_valid_postback_is_queued_per_the_message_contract(invoke: Invoke, stack
     [message] = queued(stack)
     assert message["Body"] == body.decode()
     assert message["Attributes"]["MessageGroupId"] == "220303000308932"
-    assert message["Attributes"]["MessageDeduplicationId"] == hashlib.sha256(body).hexdigest()
+    # The order state's id, the same for every source: (order_id, status, filled_quantity).
+    state = json.loads(body)
+    state_id = f"220303000308932|COMPLETE|{state['filled_quantity']}"
+    assert message["Attributes"]["MessageDeduplicationId"] == hashlib.sha256(state_id.encode()).hexdigest()
     attributes = {name: value["StringValue"] for name, value in message["MessageAttributes"].items()}
     assert attributes == {
         "user_id": "AB1234",

@@ -1039,6 +1039,7 @@ def test_conditions_and_if_resolve_with_the_local_parameter_values() -> None:
         "UndeliveredPostbacksBucket": {"Ref": "b"},
         "ApiCredentialsSecret": {"Ref": "s"},
         "LoginStatesTable": {"Ref": "t"},
+        "OrderLedgerTable": {"Ref": "ledger", "Arn": "arn:ledger"},
     }
     default = function_specs(PROJECT_TEMPLATE, resources, stack_name="mystack")
     assert default["CallbackFunction"].environment["SESSION_PREFIX"] == "mystack/sessions"
@@ -1049,3 +1050,9 @@ def test_conditions_and_if_resolve_with_the_local_parameter_values() -> None:
         stack_name="mystack",
     )
     assert chosen["CallbackFunction"].environment["SESSION_PREFIX"] == "desk/sessions"
+    # OrderConfirmation: on by default (the postback path records to the ledger), off leaves it empty.
+    assert default["PostbackFunction"].environment["ORDER_LEDGER_TABLE"] == "ledger"
+    off = function_specs(
+        PROJECT_TEMPLATE, resources, parameter_overrides={"OrderConfirmation": "off"}, stack_name="mystack"
+    )
+    assert off["PostbackFunction"].environment["ORDER_LEDGER_TABLE"] == ""

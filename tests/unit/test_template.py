@@ -24,7 +24,13 @@ def statements(function: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for policy in FUNCTIONS[function]["Properties"].get("Policies", []):
         assert isinstance(policy, dict), f"{function} uses a managed policy template; list statements instead"
-        found.extend(policy["Statement"])
+        for statement in policy["Statement"]:
+            # A grant under a condition (!If [cond, statement, AWS::NoValue]) counts as granted.
+            if "Fn::If" in statement:
+                _, granted, otherwise = statement["Fn::If"]
+                assert otherwise == {"Ref": "AWS::NoValue"}
+                statement = granted
+            found.append(statement)
     return found
 
 
@@ -49,7 +55,15 @@ def test_postback_function_may_only_send_to_its_queue_park_in_its_bucket_and_rea
         # Only under the parking prefix the receiver writes to.
         ("s3:PutObject", repr({"Fn::Sub": f"${{UndeliveredPostbacksBucket.Arn}}/{PREFIX}*"})),
         ("secretsmanager:GetSecretValue", repr({"Ref": "ApiCredentialsSecret"})),
+        # With OrderConfirmation=on only: the one ledger write per queued postback.
+        ("dynamodb:UpdateItem", repr({"Fn::GetAtt": ["OrderLedgerTable", "Arn"]})),
     }
+    [ledger_grant] = [
+        statement["Fn::If"]
+        for statement in FUNCTIONS["PostbackFunction"]["Properties"]["Policies"][0]["Statement"]
+        if "Fn::If" in statement
+    ]
+    assert ledger_grant[0] == "HasOrderConfirmation"
 
 
 def test_order_updates_queue_is_high_throughput_fifo_with_a_fifo_dead_letter_queue() -> None:

@@ -59,6 +59,12 @@ class PostbackSettings:
     queue_url: str
     undelivered_bucket: str
     max_postback_bytes: int
+    # The order ledger's table with OrderConfirmation=on; None with off (nothing is recorded).
+    order_ledger_table: str | None = None
+
+
+def order_ledger_table() -> str | None:
+    return os.environ.get("ORDER_LEDGER_TABLE", "").strip() or None
 
 
 @cache
@@ -67,6 +73,7 @@ def postback_settings() -> PostbackSettings:
         queue_url=_required("ORDER_UPDATES_QUEUE_URL"),
         undelivered_bucket=_required("UNDELIVERED_BUCKET"),
         max_postback_bytes=_positive_int("MAX_POSTBACK_BYTES", DEFAULT_MAX_POSTBACK_BYTES),
+        order_ledger_table=order_ledger_table(),
     )
 
 

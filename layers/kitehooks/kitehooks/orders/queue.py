@@ -2,10 +2,12 @@
 
 Body: the postback's raw JSON as received. ``MessageGroupId``: order_id, so each order's updates
 stay in order while different orders flow in parallel. ``MessageDeduplicationId``: sha256 of the
-body, so the same postback delivered twice within SQS's five-minute window is one message;
-consumers must still be idempotent on that id beyond the window. Attribute ``source`` says who
-sent it: ``postback`` (on receipt), ``redrive`` (parked, sent later by ``make redrive``, so after
-any newer update of the order that went straight to the queue) or ``reconciler``.
+order state ``order_id|status|filled_quantity`` (:mod:`kitehooks.orders.states`), so one state is
+one message within SQS's five-minute window whichever source carried it and whatever its bytes;
+beyond the window the order ledger keeps it once (:mod:`kitehooks.orders.ledger`). A body that
+names no state (no status or no filled_quantity) falls back to sha256 of the body. Attribute
+``source`` says who sent it: ``postback`` (on receipt), ``redrive`` (parked, sent later by
+``make redrive``) or ``reconciler`` (a state Kite's order book shows and no postback delivered).
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ if TYPE_CHECKING:
 Source = Literal["postback", "redrive", "reconciler"]
 
 
-def deduplication_id(raw_body: str) -> str:
-    return hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
+def deduplication_id(postback: VerifiedPostback) -> str:
+    state = postback.state
+    if state is not None:
+        return state.deduplication_id
+    return hashlib.sha256(postback.raw_body.encode("utf-8")).hexdigest()
 
 
 def message_attributes(
@@ -53,7 +58,7 @@ def publish(sqs: SQSClient, queue_url: str, postback: VerifiedPostback, source: 
             QueueUrl=queue_url,
             MessageBody=postback.raw_body,
             MessageGroupId=postback.order_id,
-            MessageDeduplicationId=deduplication_id(postback.raw_body),
+            MessageDeduplicationId=deduplication_id(postback),
             MessageAttributes=message_attributes(postback, source),
         )
     except (BotoCoreError, ClientError) as error:

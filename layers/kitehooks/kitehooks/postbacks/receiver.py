@@ -28,6 +28,7 @@ from kitehooks.config import ConfigurationError, PostbackSettings, credentials_s
 from kitehooks.credentials import CredentialsStore, CredentialsUnavailable, credentials_store
 from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.orders import queue
+from kitehooks.orders.ledger import LedgerUnavailable, OrderLedger
 from kitehooks.postbacks import undelivered
 from kitehooks.postbacks.log_lines import count_rejection, line_with_metric, metrics
 from kitehooks.postbacks.postback import (
@@ -46,6 +47,9 @@ PARKING_RESERVE_SECONDS = 5.0
 # The most one credentials read or one send may take: two attempts and their back-off.
 SECRETS_READ_SECONDS = 7.0
 QUEUE_SEND_SECONDS = 8.0
+# The ledger write comes after the queue took the postback, so it can never cost an update: it
+# gets one attempt's timeouts and must leave the answer's margin.
+LEDGER_WRITE_SECONDS = 4.0
 # Values from the request that reach a log line are cut to this many characters.
 MAX_LOGGED_CHARS = 64
 
@@ -62,6 +66,8 @@ class PostbackReceiver:
     def __init__(self, settings: PostbackSettings, credentials: CredentialsStore) -> None:
         self._settings = settings
         self._credentials = credentials
+        table = settings.order_ledger_table
+        self._ledger = OrderLedger(aws.dynamodb_client(), table) if table else None
 
     def _api_secret(self, deadline: Deadline) -> str:
         # Fresh credentials in the store need no I/O, so no time limit (its timer costs system
@@ -124,12 +130,38 @@ class PostbackReceiver:
                 received_at,
             )
 
+        if self._ledger is not None:
+            self._record(self._ledger, verified, deadline, about, received_at)
+
         # The one line of an accepted postback: its log line and its PostbackEnqueued metric.
         # (SQS's MessageId is left out: the deduplication id, sha256 of the body, finds the message.)
         line_with_metric(
             logging.INFO, "postback enqueued", {**about, "outcome": "queued"}, "PostbackEnqueued"
         )
         return Outcome(200, {"status": "queued", "order_id": verified.order_id})
+
+    @staticmethod
+    def _record(
+        ledger: OrderLedger,
+        verified: VerifiedPostback,
+        deadline: Deadline,
+        about: dict[str, Any],
+        received_at: datetime,
+    ) -> None:
+        """Record the queued state and its claim for the reconciler (OrderConfirmation=on).
+        The postback is already on the queue, so a failure here costs no update: it is logged and
+        counted, the answer stays 200, and the reconciler treats the state as never delivered (at
+        worst it sends it once more; consumers are idempotent on the order state)."""
+        try:
+            with deadline.limit(LEDGER_WRITE_SECONDS):
+                ledger.record_postback(verified, received_at)
+        except (LedgerUnavailable, DeadlineExceeded) as error:
+            line_with_metric(
+                logging.WARNING,
+                "order state not recorded in the ledger",
+                {**about, "reason": str(error) or "DynamoDB did not answer in time"},
+                "OrderStateNotRecorded",
+            )
 
     def _verify(self, signed: SignedPostback, api_secret: str, deadline: Deadline) -> VerifiedPostback:
         try:
