@@ -73,13 +73,14 @@ class Claim:
 
     @classmethod
     def decode(cls, text: str) -> Claim | None:
-        parts = text.split("|", 2)
-        if len(parts) != 3:
+        # Read from the right: the timestamp is signed (no "|" in a genuine one) and the quantity
+        # is digits, but Kite signs no status, so a forged one may hold "|" and must still be judged.
+        rest, _, order_timestamp = text.rpartition("|")
+        status, _, filled_text = rest.rpartition("|")
+        filled = quantity(filled_text)
+        if filled is None or not status or not order_timestamp:
             return None
-        filled = quantity(parts[1])
-        if filled is None or not parts[0]:
-            return None
-        return cls(parts[0], filled, parts[2])
+        return cls(status, filled, order_timestamp)
 
 
 @dataclass(frozen=True, slots=True)
