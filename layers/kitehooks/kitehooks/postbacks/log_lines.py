@@ -1,14 +1,18 @@
-"""The postback path's log lines: one line per postback that is both its log line and its metric.
+"""The postback path's log lines: one line per postback, which also counts it.
 
-An accepted postback writes exactly one line, which is both its log line (message,
-correlation_id, order_id, status, outcome) and its ``PostbackEnqueued`` metric in CloudWatch's
-embedded metric format; a rejected one likewise writes one line with its ``PostbackRejected``
-metric (counted in total and by reason). This departs from the usual
-``@logger.inject_lambda_context`` + ``@metrics.log_metrics`` pair on purpose: those write a log line
-repeating the function's name, ARN, memory and request id (all in Lambda's own REPORT line and log
-stream already) and a second line for the metric, ~660 bytes per postback where one line of ~345
-carries what a postback needs, and they cost about half the warm request's own CPU. The rarer
-outcomes (parked, lost) keep Powertools' full line format, with their metric on the line too.
+An accepted postback writes exactly one lean INFO line (message, service, correlation_id,
+order_id, status, outcome, ~150 bytes). It is counted as ``PostbackEnqueued`` by a CloudWatch Logs
+metric filter on the function's log group (``PostbackEnqueuedMetricFilter`` in template.yaml,
+matching :data:`ENQUEUED_FIELDS`), not by CloudWatch's embedded metric format: the embedded
+metric alone takes ~200 bytes, more than the line itself, and logs are the largest cost of a
+postback above the floor. The rarer outcomes (rejected, parked, lost) keep their metric on their
+own line in the embedded format, so those counts, and the alarms on them, never depend on a filter.
+
+This departs from the usual ``@logger.inject_lambda_context`` + ``@metrics.log_metrics`` pair on
+purpose: those write a log line repeating the function's name, ARN, memory and request id (all in
+Lambda's own REPORT line and log stream already) and a second line for the metric, ~660 bytes per
+postback, and they cost about half the warm request's own CPU. The rarer outcomes keep
+Powertools' full line format, with their metric on the line too.
 """
 
 from __future__ import annotations
@@ -130,6 +134,32 @@ def _metric(name: str, reason: str | None = None) -> dict[str, Any]:
     return fields
 
 
+# The fields of an accepted postback's line that the template's PostbackEnqueuedMetricFilter
+# matches ({ $.message = "postback enqueued" && $.outcome = "queued" }); its dimension is the
+# line's ``service``. tests/integration/test_postback_logging.py evaluates that pattern on a real line.
+ENQUEUED_MESSAGE = "postback enqueued"
+ENQUEUED_OUTCOME = "queued"
+ENQUEUED_METRIC = "PostbackEnqueued"
+
+
+def count_enqueued(about: dict[str, Any]) -> None:
+    """The one line of an accepted postback, which the log group's metric filter counts as
+    ``PostbackEnqueued``; no embedded metric on it (see the module's docstring).
+
+    Below INFO there is no line to filter, so the count is printed in the embedded format as
+    before. Lambda's level filter takes a line without a level for INFO, so under ``LogLevel=WARN``
+    CloudWatch keeps neither: PostbackEnqueued is counted at INFO and DEBUG only, as it was."""
+    if _lines.isEnabledFor(logging.INFO):
+        _info_line(ENQUEUED_MESSAGE, {**about, "outcome": ENQUEUED_OUTCOME})
+    elif metric_fields := _metric(ENQUEUED_METRIC):
+        print(json.dumps(metric_fields, separators=(",", ":")))
+
+
+def _info_line(message: str, fields: dict[str, Any]) -> None:
+    # Made and handled directly (no caller lookup): the lean INFO line has no location.
+    _lines.handle(_lines.makeRecord(_lines.name, logging.INFO, "", 0, message, (), None, None, fields))
+
+
 def count_rejection(code: str, status_code: int, about: dict[str, Any]) -> None:
     """The one line of a refused request: its log line and its PostbackRejected metric, counted
     in total (for alarms) and by reason (to see what is being sent)."""
@@ -151,10 +181,6 @@ def line_with_metric(
         if metric_fields:
             print(json.dumps(metric_fields, separators=(",", ":")))
     elif level == logging.INFO:
-        # Made and handled directly (no caller lookup): the lean INFO line has no location.
-        record = _lines.makeRecord(
-            _lines.name, level, "", 0, message, (), None, None, {**fields, **metric_fields}
-        )
-        _lines.handle(record)
+        _info_line(message, {**fields, **metric_fields})
     else:
         _lines.log(level, message, extra={**fields, **metric_fields}, stacklevel=2)

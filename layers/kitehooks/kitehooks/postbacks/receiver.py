@@ -8,8 +8,9 @@ Every AWS call runs inside the invocation's :class:`~kitehooks.deadline.Deadline
 the postback, the ``PostbackLost`` metric and its CRITICAL log line) always comes before Lambda's
 Timeout, whatever hangs.
 
-Each outcome writes one line that carries its metric (:mod:`kitehooks.postbacks.log_lines` says why);
-only an internal error's counts are left to the handler's metric flush.
+Each outcome writes one line that carries its metric, or (an accepted postback) that the log
+group's metric filter counts (:mod:`kitehooks.postbacks.log_lines` says why); only an internal
+error's counts are left to the handler's metric flush.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.orders import queue
 from kitehooks.orders.ledger import LedgerUnavailable, OrderLedger
 from kitehooks.postbacks import undelivered
-from kitehooks.postbacks.log_lines import count_rejection, line_with_metric, metrics
+from kitehooks.postbacks.log_lines import count_enqueued, count_rejection, line_with_metric, metrics
 from kitehooks.postbacks.postback import (
     PostbackRejected,
     SignedPostback,
@@ -133,11 +134,9 @@ class PostbackReceiver:
         if self._ledger is not None:
             self._record(self._ledger, verified, deadline, about, received_at)
 
-        # The one line of an accepted postback: its log line and its PostbackEnqueued metric.
+        # The one line of an accepted postback, counted as PostbackEnqueued by a metric filter.
         # (SQS's MessageId is left out: the deduplication id, sha256 of the body, finds the message.)
-        line_with_metric(
-            logging.INFO, "postback enqueued", {**about, "outcome": "queued"}, "PostbackEnqueued"
-        )
+        count_enqueued(about)
         return Outcome(200, {"status": "queued", "order_id": verified.order_id})
 
     @staticmethod
