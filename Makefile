@@ -95,14 +95,16 @@ invoke: build ## sam local invoke FN=.. EVENT=.. against `make dev DEV_ARGS=--bi
 start-api: build ## sam local start-api on :3001 against the same emulator and simulator (needs Docker)
 	$(BIN)/sam local start-api --port 3001 $(SAM_LOCAL_ARGS)
 
-# REDRIVE_ARGS="--bucket B --queue-url Q --secret-id S [--region R] [--dry-run]" names the resources
-# (the local stack has no CloudFormation stack). `--stack $(STACK)` is added when REDRIVE_ARGS names
-# none of them, or when STACK=.. is given. boto3 reads AWS_ENDPOINT_URL; the region defaults to ap-south-1.
+# REDRIVE_ARGS="--bucket B --queue-url Q --secret-id S [--ledger-table T] [--region R] [--dry-run]"
+# names the resources (the local stack has no CloudFormation stack). `--stack $(STACK)` is added when
+# REDRIVE_ARGS names none of the first three, or when STACK=.. is given; the stack gives its order
+# ledger too, so a parked state the reconciler has recovered meanwhile is not sent again. boto3
+# reads AWS_ENDPOINT_URL; the region defaults to ap-south-1.
 REDRIVE_ARGS ?=
 REDRIVE_NAMED := $(filter --stack% --bucket% --queue-url% --secret-id%,$(REDRIVE_ARGS))
 REDRIVE_STACK := $(if $(filter command line,$(origin STACK))$(if $(REDRIVE_NAMED),,none),--stack $(STACK))
 
-redrive: $(STAMP) ## re-send parked postbacks in receive order, verifying checksums (STACK=.. or REDRIVE_ARGS=..)
+redrive: $(STAMP) ## re-send parked postbacks in receive order, verifying checksums, skipping states already delivered (STACK=.. or REDRIVE_ARGS=..)
 	$(RUN) -m kitehooks.postbacks.redrive $(REDRIVE_STACK) $(REDRIVE_ARGS)
 
 clean: ## remove build output and caches

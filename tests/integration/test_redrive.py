@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,12 +15,17 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from botocore.config import Config
 
+from kitehooks.orders.ledger import Claim, OrderLedger
+from kitehooks.orders.states import OrderState
+from kitehooks.postbacks import redrive as redrive_module
 from kitehooks.postbacks import undelivered
 from kitehooks.postbacks.redrive import main, redrive
 from local.provision import ResourceValues
 from local.samples import postback_body
-from tests.conftest import TEST_API_SECRET
+from tests.conftest import TEST_API_SECRET, closed_port
+from tests.faults import FailingEndpoint, HangingEndpoint, TricklingEndpoint
 
 # Six orders: enough that hash order puts some COMPLETEs first (4 of 6 did on the old keys).
 ORDER_IDS = [f"2511300000{n:05d}" for n in range(6)]
@@ -347,3 +353,199 @@ def test_placeholder_credentials_stop_the_redrive_clearly(
     assert main(args(stack)) == 2
     assert "placeholder" in capsys.readouterr().err
     assert remaining(stack) == {key}
+
+
+# --- the order ledger: a state the queue has had is not sent again ------------------------------
+
+LEDGER_USER = "AB1234"  # the user of Kite's example postback
+
+
+def ledger_of(stack: ResourceValues, dynamodb: Any = None) -> OrderLedger:
+    return OrderLedger(dynamodb or boto3.client("dynamodb"), stack["OrderLedgerTable"]["Ref"])
+
+
+def test_a_state_the_reconciler_recovered_meanwhile_is_not_sent_again(stack: ResourceValues) -> None:
+    recovered, waiting = "251130000033333", "251130000033334"
+    ledger = ledger_of(stack)
+    # The reconciler sent COMPLETE|1 from Kite's order book while the postback sat parked (long
+    # enough ago that SQS's deduplication window is over: here, nothing of it is on the queue).
+    ledger.record_delivered(LEDGER_USER, recovered, [OrderState(recovered, "COMPLETE", 1)])
+    skipped = park(stack, postback_body(TEST_API_SECRET, order_id=recovered, status="COMPLETE"), "verified")
+    sent = park(stack, postback_body(TEST_API_SECRET, order_id=waiting, status="COMPLETE"), "verified")
+
+    report = redrive(
+        boto3.client("s3"), boto3.client("sqs"), bucket_of(stack), queue_of(stack), TEST_API_SECRET,
+        ledger=ledger,
+    )  # fmt: skip
+
+    assert report.already_delivered == [skipped]
+    assert report.sent == [sent]
+    assert report.ok
+    assert statuses_by_order(drain(stack)) == {waiting: ["COMPLETE"]}
+    assert remaining(stack) == set()  # the skipped copy is removed too: the queue has its state
+    # The sent one is recorded as the postback path would have: delivered, and its claim to judge.
+    order = ledger.orders_of(LEDGER_USER)[waiting]
+    assert order.delivered == {"COMPLETE|1"}
+    assert order.claims == {Claim("COMPLETE", 1, "2022-03-03 09:24:25")}
+
+
+def test_without_the_ledger_the_same_state_is_sent_again(stack: ResourceValues) -> None:
+    order_id = "251130000033335"
+    ledger_of(stack).record_delivered(LEDGER_USER, order_id, [OrderState(order_id, "COMPLETE", 1)])
+    key = park(stack, postback_body(TEST_API_SECRET, order_id=order_id, status="COMPLETE"), "verified")
+    report = redrive(
+        boto3.client("s3"), boto3.client("sqs"), bucket_of(stack), queue_of(stack), TEST_API_SECRET
+    )
+    assert report.sent == [key]
+    assert report.already_delivered == []
+    assert statuses_by_order(drain(stack)) == {order_id: ["COMPLETE"]}
+
+
+def test_a_parked_update_is_the_books_open_state(stack: ResourceValues) -> None:
+    order_id = "251130000033336"
+    ledger = ledger_of(stack)
+    ledger.record_delivered(LEDGER_USER, order_id, [OrderState(order_id, "OPEN", 3)])
+    same = park_at(
+        stack,
+        postback_body(TEST_API_SECRET, order_id=order_id, status="UPDATE", filled_quantity=3),
+        "verified",
+        datetime(2026, 11, 30, 9, 15, 0, 1, tzinfo=UTC),
+    )
+    further = park_at(
+        stack,
+        postback_body(TEST_API_SECRET, order_id=order_id, status="UPDATE", filled_quantity=4),
+        "verified",
+        datetime(2026, 11, 30, 9, 15, 0, 2, tzinfo=UTC),
+    )
+    report = redrive(
+        boto3.client("s3"), boto3.client("sqs"), bucket_of(stack), queue_of(stack), TEST_API_SECRET,
+        ledger=ledger,
+    )  # fmt: skip
+    assert report.already_delivered == [same]
+    assert report.sent == [further]
+    assert [json.loads(m["Body"])["filled_quantity"] for m in drain(stack)] == [4]
+    assert ledger.delivered(LEDGER_USER, order_id) == {"OPEN|3", "OPEN|4"}
+
+
+def test_a_dry_run_reports_what_the_ledger_has_and_removes_nothing(
+    stack: ResourceValues, capsys: pytest.CaptureFixture[str]
+) -> None:
+    order_id = "251130000033337"
+    ledger_of(stack).record_delivered(LEDGER_USER, order_id, [OrderState(order_id, "COMPLETE", 1)])
+    key = park(stack, postback_body(TEST_API_SECRET, order_id=order_id, status="COMPLETE"), "verified")
+    ledger_table = stack["OrderLedgerTable"]["Ref"]
+    assert main(args(stack, "--ledger-table", ledger_table, "--dry-run")) == 0
+    output = capsys.readouterr().out
+    assert "would send 0 parked postback(s)" in output
+    assert "1 parked postback(s) already delivered" in output
+    assert "would remove" in output
+    assert key in output
+    assert remaining(stack) == {key}
+    assert queued_bodies(stack) == []
+
+
+def test_the_cli_skips_and_reports_what_the_ledger_has(
+    stack: ResourceValues, capsys: pytest.CaptureFixture[str]
+) -> None:
+    order_id = "251130000033338"
+    ledger_of(stack).record_delivered(LEDGER_USER, order_id, [OrderState(order_id, "CANCELLED", 0)])
+    key = park(
+        stack,
+        postback_body(TEST_API_SECRET, order_id=order_id, status="CANCELLED", filled_quantity=0),
+        "verified",
+    )
+    assert main(args(stack, "--ledger-table", stack["OrderLedgerTable"]["Ref"])) == 0
+    output = capsys.readouterr().out
+    assert "sent 0 parked postback(s)" in output
+    assert (
+        "1 parked postback(s) already delivered (the order ledger has their order state): not sent, removed"
+        in output
+    )
+    assert f"already delivered: s3://{bucket_of(stack)}/{key}" in output
+    assert "warning" not in output
+    assert remaining(stack) == set()
+    assert queued_bodies(stack) == []
+
+
+def test_the_cli_says_when_no_ledger_was_given(
+    stack: ResourceValues, capsys: pytest.CaptureFixture[str]
+) -> None:
+    park(stack, postback_body(TEST_API_SECRET), "verified")
+    assert main(args(stack)) == 0
+    assert "no order ledger given (--ledger-table)" in capsys.readouterr().out
+
+
+# One short attempt per call: what matters is that the run goes on, and how often it waits.
+IMPATIENT = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=1, read_timeout=1)
+
+
+@pytest.mark.parametrize("fault", ["refuse", "hang", "trickle", "fail"])
+def test_an_unreachable_ledger_never_keeps_an_update_from_the_queue(
+    stack: ResourceValues, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    # A trickling endpoint trips no read timeout: only the per-call limit ends it.
+    monkeypatch.setattr(redrive_module, "LEDGER_CALL_SECONDS", 2.0)
+    keys = [
+        park_at(
+            stack,
+            postback_body(TEST_API_SECRET, order_id=order_id, status="COMPLETE"),
+            "verified",
+            datetime(2026, 11, 30, 9, 15, 0, step, tzinfo=UTC),
+        )
+        for step, order_id in enumerate(ORDER_IDS[:3])
+    ]
+    with HangingEndpoint() as hanging, TricklingEndpoint(0.5) as trickling, FailingEndpoint() as failing:
+        endpoints = {"hang": hanging, "trickle": trickling, "fail": failing}
+        url = endpoints[fault].url if fault in endpoints else f"http://127.0.0.1:{closed_port()}"
+        ledger = ledger_of(stack, boto3.client("dynamodb", endpoint_url=url, config=IMPATIENT))
+        started = time.monotonic()
+        report = redrive(
+            boto3.client("s3"), boto3.client("sqs"), bucket_of(stack), queue_of(stack), TEST_API_SECRET,
+            ledger=ledger,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+        if fault in endpoints:
+            # Asked once: after the first failure the run goes on without it.
+            assert endpoints[fault].connections_accepted == 1
+    assert report.sent == keys
+    assert report.unchecked == keys
+    assert report.unrecorded == keys
+    assert report.ledger_unavailable is not None
+    assert report.ledger_unavailable.startswith("DynamoDB ")
+    assert report.ok  # a duplicate is possible, a loss is not: the run did its job
+    assert statuses_by_order(drain(stack)) == {order_id: ["COMPLETE"] for order_id in ORDER_IDS[:3]}
+    assert remaining(stack) == set()
+    assert seconds < 6.0
+
+
+def test_a_ledger_that_fails_after_the_check_leaves_the_update_sent(
+    stack: ResourceValues, aws_env: str
+) -> None:
+    # Reads answer, writes are refused: the update is on the queue, the ledger just does not know.
+    def refuse_writes(method: str, path: str, headers: Mapping[str, str], body: bytes) -> Refusal | None:
+        return DYNAMODB_REFUSAL if headers.get("X-Amz-Target", "").endswith(".UpdateItem") else None
+
+    key = park(
+        stack, postback_body(TEST_API_SECRET, order_id="251130000033339", status="COMPLETE"), "verified"
+    )
+    with FaultyEndpoint(aws_env, refuse_writes) as dynamodb_endpoint:
+        ledger = ledger_of(
+            stack, boto3.client("dynamodb", endpoint_url=dynamodb_endpoint.url, config=IMPATIENT)
+        )
+        report = redrive(
+            boto3.client("s3"), boto3.client("sqs"), bucket_of(stack), queue_of(stack), TEST_API_SECRET,
+            ledger=ledger,
+        )  # fmt: skip
+    assert report.sent == [key]
+    assert report.unchecked == []  # it was checked: the ledger answered the read
+    assert report.unrecorded == [key]
+    assert report.ledger_unavailable == "DynamoDB UpdateItem failed (AccessDeniedException)"
+    assert len(drain(stack)) == 1
+    assert remaining(stack) == set()
+
+
+DYNAMODB_REFUSAL: Refusal = (
+    400,
+    b'{"__type":"com.amazon.coral.service#AccessDeniedException","message":"refused"}',
+    "application/x-amz-json-1.0",
+)

@@ -13,6 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from kitehooks.orders.ledger import OrderLedger
+from kitehooks.orders.states import OrderState
 from kitehooks.postbacks import undelivered
 from local.provision import ResourceValues
 from local.samples import postback_body
@@ -220,3 +222,113 @@ def test_resources_not_named(emulator_env: dict[str, str]) -> None:
 def test_an_endpoint_url_without_a_scheme(stack: ResourceValues, emulator_env: dict[str, str]) -> None:
     result = redrive({**emulator_env, "AWS_ENDPOINT_URL": "localhost:5000"}, *resource_args(stack))
     assert_fails_clearly(result, "Invalid endpoint", "http://")
+
+
+# --- the order ledger ---------------------------------------------------------------------------
+
+ORDER_ID = "220303000308932"  # Kite's example postback, as park() parks it: OPEN, filled 1, user AB1234
+
+
+def record_delivered(table: str, status: str = "OPEN", filled: int = 1) -> None:
+    """What the reconciler writes after sending a state from Kite's order book."""
+    OrderLedger(boto3.client("dynamodb"), table).record_delivered(
+        "AB1234", ORDER_ID, [OrderState(ORDER_ID, status, filled)]
+    )
+
+
+def test_the_stack_output_names_the_ledger(stack: ResourceValues, emulator_env: dict[str, str]) -> None:
+    ledger_table = stack["OrderLedgerTable"]["Ref"]
+    record_delivered(ledger_table)
+    outputs = {**STACK_OUTPUTS, "OrderLedgerTableName": ("OrderLedgerTable", "Ref")}
+    park(stack)
+    result = redrive(emulator_env, "--stack", cloudformation_stack(stack, outputs))
+    assert result.returncode == 0, result.stderr
+    assert "sent 0 parked postback(s)" in result.stdout
+    assert "1 parked postback(s) already delivered" in result.stdout
+    assert queued_sources(stack) == []
+    assert parked_keys(stack) == set()
+
+
+def test_the_stacks_ledger_table_resource_names_the_ledger(
+    stack: ResourceValues, emulator_env: dict[str, str]
+) -> None:
+    # A stack whose outputs do not name the table: its OrderLedgerTable resource does.
+    name = f"kitehooks-{uuid.uuid4().hex[:8]}"
+    table_name = f"{name}-ledger"
+    template = {
+        "Resources": {
+            "OrderLedgerTable": {
+                "Type": "AWS::DynamoDB::Table",
+                "Properties": {
+                    "TableName": table_name,
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "AttributeDefinitions": [
+                        {"AttributeName": "pk", "AttributeType": "S"},
+                        {"AttributeName": "sk", "AttributeType": "S"},
+                    ],
+                    "KeySchema": [
+                        {"AttributeName": "pk", "KeyType": "HASH"},
+                        {"AttributeName": "sk", "KeyType": "RANGE"},
+                    ],
+                },
+            }
+        },
+        "Outputs": {
+            key: {"Value": stack[logical_id][value]} for key, (logical_id, value) in STACK_OUTPUTS.items()
+        },
+    }
+    boto3.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
+    record_delivered(table_name)
+    park(stack)
+    result = redrive(emulator_env, "--stack", name)
+    assert result.returncode == 0, result.stderr
+    assert "1 parked postback(s) already delivered" in result.stdout
+    assert queued_sources(stack) == []
+
+
+def test_a_stack_from_before_the_ledger_still_redrives(
+    stack: ResourceValues, emulator_env: dict[str, str]
+) -> None:
+    record_delivered(stack["OrderLedgerTable"]["Ref"])  # a table the old stack does not know
+    park(stack)
+    result = redrive(emulator_env, "--stack", cloudformation_stack(stack, STACK_OUTPUTS))
+    assert result.returncode == 0, result.stderr
+    assert "sent 1 parked postback(s)" in result.stdout
+    assert "no order ledger given" in result.stdout
+    assert queued_sources(stack) == ["redrive"]
+
+
+def test_a_ledger_table_that_does_not_exist_stops_before_anything_is_sent(
+    stack: ResourceValues, emulator_env: dict[str, str]
+) -> None:
+    key = park(stack)
+    result = redrive(emulator_env, *resource_args(stack), "--ledger-table", "kitehooks-no-such-ledger")
+    assert_fails_clearly(result, "order ledger table kitehooks-no-such-ledger does not exist")
+    assert parked_keys(stack) == {key}
+    assert queued_sources(stack) == []
+
+
+def test_an_unreachable_ledger_still_sends_and_says_so(
+    stack: ResourceValues, emulator_env: dict[str, str]
+) -> None:
+    park(stack)
+    unreachable = {**emulator_env, "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{closed_port()}"}
+    result = redrive(unreachable, *resource_args(stack), "--ledger-table", stack["OrderLedgerTable"]["Ref"])
+    assert result.returncode == 0, result.stderr
+    assert "sent 1 parked postback(s)" in result.stdout
+    assert "warning: order ledger" in result.stdout
+    assert "unreachable (DynamoDB DescribeTable failed (EndpointConnectionError))" in result.stdout
+    assert "1 parked postback(s) sent without checking it" in result.stdout
+    assert queued_sources(stack) == ["redrive"]
+    assert parked_keys(stack) == set()
+    assert TEST_API_SECRET not in result.stdout + result.stderr
+
+
+def test_make_redrive_passes_the_ledger_table(stack: ResourceValues, emulator_env: dict[str, str]) -> None:
+    record_delivered(stack["OrderLedgerTable"]["Ref"])
+    park(stack)
+    redrive_args = " ".join([*resource_args(stack), "--ledger-table", stack["OrderLedgerTable"]["Ref"]])
+    result = run_make(emulator_env, "redrive", f"REDRIVE_ARGS={redrive_args}", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "1 parked postback(s) already delivered" in result.stdout
+    assert queued_sources(stack) == []

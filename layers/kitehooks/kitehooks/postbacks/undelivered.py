@@ -29,7 +29,7 @@ Verification = Literal["verified", "unverified", "rejected"]
 # breaks ties: two bodies parked in the same microsecond by two containers get different keys (a
 # counter or nanoseconds could not do that: containers share no counter and their clocks agree
 # only to far less than a microsecond), always sort the same way, and the same body parked twice
-# is the same update, which the queue's deduplication id (the same digest) would merge anyway.
+# is the same update, which the queue's deduplication id (its order state's) would merge anyway.
 # Keys written before microseconds were added (``HHMMSS-<sha256>.json``) are still read.
 _KEY = re.compile(
     r"(?P<verification>[a-z]+)/(?P<day>\d{4}/\d{2}/\d{2})/(?P<time>\d{6})(?:\.(?P<micro>\d{6}))?"
