@@ -15,8 +15,15 @@ body such as ``{"delay_seconds": 2.5, "html_errors": true, "login_status": "canc
 "approved_platform": true}`` (any subset). Refresh tokens are issued only to an approved platform,
 as Kite does: off by default, as most apps are (``approved_platform=True``, or
 ``--approved-platform`` on the command line, turns it on). ``POST /__sim/kill`` with
-``{"access_token": ...}`` (or ``{}`` for every live one) ends access tokens the way a login
-elsewhere does: the next call with one gets Kite's TokenException (403).
+``{"access_token": ...}``, ``{"user_id": ...}`` (that user's every live token) or ``{}`` (every
+live one) ends access tokens the way a login elsewhere does: the next call with one gets Kite's
+TokenException (403).
+
+Several users: each session belongs to one Kite user, and ``GET /user/profile`` and the order
+routes answer as that user. The browser login logs in as the simulator's user, or as the one set
+by the control ``{"login_user_id": "CD5678"}``; ``POST /__sim/sessions`` with ``{"user_id":
+"CD5678"}`` mints a live session for any user without a browser and answers it as
+``POST /session/token`` would (tokens included: it is a test control, like ``/__sim/state``).
 ``GET /__sim/state`` returns the controls, counts and issued tokens; never the api_secret.
 
 Run it standalone with ``python -m local.kite_simulator --port 5100``; it reads
@@ -116,6 +123,7 @@ class ApiRequest:
 
 @dataclass
 class _Session:
+    user_id: str
     access_token: str
     public_token: str
     refresh_token: str
@@ -192,6 +200,9 @@ class KiteSimulator:
         self._delay = 0.0
         self._html_errors = False
         self._login_status = "success"
+        self._login_user_id = user_id
+        # request_token -> the user it logs in (the login user when it was issued).
+        self._request_token_users: dict[str, str] = {}
         # request_token -> monotonic issue time; removed when consumed or found expired.
         self._pending_request_tokens: dict[str, float] = {}
         self._issued_request_tokens: list[str] = []
@@ -289,12 +300,35 @@ class KiteSimulator:
         with self._lock:
             return self._approved_platform
 
-    def kill_access_tokens(self, access_token: str | None = None) -> int:
-        """End this access token (every live one when None) as a login elsewhere would: calls
-        with it get TokenException (403). Refresh tokens stay valid. Returns how many ended."""
+    def kill_access_tokens(self, access_token: str | None = None, user_id: str | None = None) -> int:
+        """End this access token, or every live one of ``user_id`` (every live one when neither is
+        given), as a login elsewhere would: calls with it get TokenException (403). Refresh tokens
+        stay valid. Returns how many ended."""
         with self._lock:
-            doomed = list(self._sessions_by_access) if access_token is None else [access_token]
+            if access_token is not None:
+                doomed = [access_token]
+            else:
+                doomed = [
+                    token
+                    for token, session in self._sessions_by_access.items()
+                    if user_id is None or session.user_id == user_id
+                ]
             return sum(1 for token in doomed if self._sessions_by_access.pop(token, None) is not None)
+
+    def mint_session(self, user_id: str) -> dict[str, Any]:
+        """A live session for ``user_id`` as ``POST /session/token`` answers it, without a browser
+        login: for tests and scripts that need several users."""
+        if not user_id.isalnum() or not 2 <= len(user_id) <= 16:
+            raise ValueError("user_id must be a Kite client id such as CD5678")
+        with self._lock:
+            return self._new_session_locked(user_id)
+
+    def set_login_user(self, user_id: str) -> None:
+        """The user the browser login logs in as from now on."""
+        if not user_id.isalnum() or not 2 <= len(user_id) <= 16:
+            raise ValueError("login_user_id must be a Kite client id such as CD5678")
+        with self._lock:
+            self._login_user_id = user_id
 
     def set_login_outcome(self, status: str) -> None:
         """``"success"`` issues request tokens; anything else (e.g. ``"cancelled"``) redirects without one."""
@@ -347,6 +381,7 @@ class KiteSimulator:
             return {
                 "api_key": self.api_key,
                 "user_id": self.user_id,
+                "login_user_id": self._login_user_id,
                 "user_name": self.user_name,
                 "redirect_url": self.redirect_url,
                 "request_token_ttl": self.request_token_ttl,
@@ -378,7 +413,13 @@ class KiteSimulator:
 
     def apply_controls(self, controls: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a ``/__sim/control`` body (any subset of the keys); returns the resulting controls."""
-        unknown = set(controls) - {"delay_seconds", "html_errors", "login_status", "approved_platform"}
+        unknown = set(controls) - {
+            "delay_seconds",
+            "html_errors",
+            "login_status",
+            "approved_platform",
+            "login_user_id",
+        }
         if unknown:
             raise ValueError(f"unknown control(s): {', '.join(sorted(unknown))}")
         delay = controls.get("delay_seconds")
@@ -396,6 +437,11 @@ class KiteSimulator:
             raise ValueError("login_status must be a non-empty string")
         if "approved_platform" in controls and not isinstance(approved_platform, bool):
             raise ValueError("approved_platform must be true or false")
+        login_user_id = controls.get("login_user_id")
+        if "login_user_id" in controls and not (
+            isinstance(login_user_id, str) and login_user_id.isalnum() and 2 <= len(login_user_id) <= 16
+        ):
+            raise ValueError("login_user_id must be a Kite client id such as CD5678")
         with self._lock:
             if isinstance(delay, int | float):
                 self._delay = float(delay)
@@ -405,6 +451,8 @@ class KiteSimulator:
                 self._login_status = login_status
             if isinstance(approved_platform, bool):
                 self._approved_platform = approved_platform
+            if isinstance(login_user_id, str):
+                self._login_user_id = login_user_id
             return self._controls_locked()
 
     # -- protocol -----------------------------------------------------------------------------
@@ -420,6 +468,7 @@ class KiteSimulator:
             if status == "success":
                 token = _new_token()
                 self._pending_request_tokens[token] = time.monotonic()
+                self._request_token_users[token] = self._login_user_id
                 self._issued_request_tokens.append(token)
                 params.append(("request_token", token))
         # Kite hands redirect_params back on the redirect, after its own parameters.
@@ -439,7 +488,7 @@ class KiteSimulator:
 
     def _session_data(self, session: _Session) -> dict[str, Any]:
         return {
-            **self._profile_data(),
+            **self._profile_data(session.user_id),
             "api_key": self.api_key,
             "access_token": session.access_token,
             "public_token": session.public_token,
@@ -449,13 +498,15 @@ class KiteSimulator:
             "login_time": session.login_time,
         }
 
-    def _profile_data(self) -> dict[str, Any]:
+    def _profile_data(self, user_id: str | None = None) -> dict[str, Any]:
+        user_id = user_id or self.user_id
+        user_name = self.user_name if user_id == self.user_id else f"User {user_id}"
         return {
-            "user_id": self.user_id,
+            "user_id": user_id,
             "user_type": "individual",
-            "email": f"{self.user_id.lower()}@example.com",
-            "user_name": self.user_name,
-            "user_shortname": self.user_name.split(" ")[0],
+            "email": f"{user_id.lower()}@example.com",
+            "user_name": user_name,
+            "user_shortname": user_name.split(" ")[0],
             "broker": "ZERODHA",
             "exchanges": ["NSE", "NFO", "BFO", "CDS", "BSE", "MCX", "BCD", "MF"],
             "products": ["CNC", "NRML", "MIS", "BO", "CO"],
@@ -471,18 +522,23 @@ class KiteSimulator:
         with self._lock:
             # Consumed by the first attempt that passes the checksum, whatever happens next.
             issued_at = self._pending_request_tokens.pop(request_token, None)
+            user_id = self._request_token_users.pop(request_token, self.user_id)
             if issued_at is None or time.monotonic() - issued_at > self.request_token_ttl:
                 raise _KiteError("TokenException", _MSG_INVALID_OR_EXPIRED)
-            session = _Session(
-                access_token=_new_token(),
-                public_token=_new_token(),
-                refresh_token=_new_token() if self._approved_platform else "",
-                login_time=_ist_now(),
-            )
-            self._sessions_by_access[session.access_token] = session
-            if session.refresh_token:
-                self._sessions_by_refresh[session.refresh_token] = session
-            return self._session_data(session)
+            return self._new_session_locked(user_id)
+
+    def _new_session_locked(self, user_id: str) -> dict[str, Any]:
+        session = _Session(
+            user_id=user_id,
+            access_token=_new_token(),
+            public_token=_new_token(),
+            refresh_token=_new_token() if self._approved_platform else "",
+            login_time=_ist_now(),
+        )
+        self._sessions_by_access[session.access_token] = session
+        if session.refresh_token:
+            self._sessions_by_refresh[session.refresh_token] = session
+        return self._session_data(session)
 
     def _renew(self, form: Mapping[str, str]) -> dict[str, Any]:
         api_key, refresh_token, checksum = _require(form, "api_key", "refresh_token", "checksum")
@@ -500,7 +556,7 @@ class KiteSimulator:
             self._sessions_by_access[session.access_token] = session
             # The official clients read access_token (and the Java one user_id/refresh_token).
             return {
-                "user_id": self.user_id,
+                "user_id": session.user_id,
                 "access_token": session.access_token,
                 "public_token": session.public_token,
                 "refresh_token": session.refresh_token,
@@ -532,9 +588,11 @@ class KiteSimulator:
         if not hmac.compare_digest(api_key.encode(), self.api_key.encode()):
             raise _KiteError("TokenException", _MSG_BAD_AUTH)
         with self._lock:
-            if access_token not in self._sessions_by_access:
+            session = self._sessions_by_access.get(access_token)
+            if session is None:
                 raise _KiteError("TokenException", _MSG_BAD_AUTH)
-        return self._profile_data()
+            user_id = session.user_id
+        return self._profile_data(user_id)
 
     def _record(self, method: str, path: str, query: Mapping[str, str], form: Mapping[str, str]) -> None:
         request = ApiRequest(
@@ -568,7 +626,13 @@ _API_ROUTES = {
 _API_PATHS = {path for _, path in _API_ROUTES}
 
 
-_KNOWN_PATHS = _API_PATHS | {"/connect/login", "/__sim/control", "/__sim/state", "/__sim/kill"}
+_KNOWN_PATHS = _API_PATHS | {
+    "/connect/login",
+    "/__sim/control",
+    "/__sim/state",
+    "/__sim/kill",
+    "/__sim/sessions",
+}
 
 
 def _loggable_path(path: str) -> str:
@@ -730,9 +794,24 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 raise _KiteError("InputException", f"Invalid kill body: {exc}") from exc
             token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(body, dict) or not (token is None or (isinstance(token, str) and token)):
-                raise _KiteError("InputException", 'Invalid kill body: {"access_token": "..."} or {}')
-            self._send_success({"killed": self.simulator.kill_access_tokens(token)})
+            user = body.get("user_id") if isinstance(body, dict) else None
+            if not isinstance(body, dict) or not all(
+                value is None or (isinstance(value, str) and value) for value in (token, user)
+            ):
+                raise _KiteError(
+                    "InputException", 'Invalid kill body: {"access_token": "..."}, {"user_id": "..."} or {}'
+                )
+            self._send_success({"killed": self.simulator.kill_access_tokens(token, user)})
+            return
+        if path == "/__sim/sessions" and self.command == "POST":
+            try:
+                body = json.loads(self._read_body() or b"{}")
+                user = body.get("user_id") if isinstance(body, dict) else None
+                if not isinstance(user, str):
+                    raise ValueError('{"user_id": "CD5678"} is expected')
+                self._send_success(self.simulator.mint_session(user))
+            except ValueError as exc:
+                raise _KiteError("InputException", f"Invalid session body: {exc}") from exc
             return
         if path == "/__sim/orders" or path.startswith("/__sim/orders/"):
             self._send_success(self.simulator.orders.handle_control(self.command, path, self._read_body()))

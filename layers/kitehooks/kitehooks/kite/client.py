@@ -160,6 +160,18 @@ class KiteClient:
             raise KiteBadResponse("Kite's profile answer has no data object")
         return data
 
+    def orders(self, access_token: str) -> list[dict[str, Any]]:
+        """``GET /orders``: the day's orders of the token's user, each in its current state."""
+        return _order_list(self._call("GET", "/orders", access_token=access_token), "orders")
+
+    def order_history(self, access_token: str, order_id: str) -> list[dict[str, Any]]:
+        """``GET /orders/{order_id}``: every state the order passed through, oldest first."""
+        if not order_id.isalnum():  # Kite's order ids are digits; never a path of our making
+            raise KiteInputError("not a Kite order_id")
+        return _order_list(
+            self._call("GET", f"/orders/{order_id}", access_token=access_token), "order history"
+        )
+
     def _call(
         self,
         method: str,
@@ -209,6 +221,12 @@ def _envelope_data(response: requests.Response, call: str) -> Any:
     error_class = _ERRORS_BY_TYPE.get(error_type, KiteServerError)
     message = str(envelope.get("message") or "no message")[:200]
     raise error_class(f"Kite refused {call}: {error_type}: {message}", error_type, response.status_code)
+
+
+def _order_list(data: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(data, list):
+        raise KiteBadResponse(f"Kite's {what} answer is not a list")
+    return [entry for entry in data if isinstance(entry, dict)]
 
 
 def _grant(data: Any, api_key: str) -> SessionGrant:
