@@ -67,6 +67,10 @@ class EventCapture:
 
 @pytest.fixture
 def captured(aws_env: str) -> Iterator[EventCapture]:
+    yield from event_capture()
+
+
+def event_capture() -> Iterator[EventCapture]:
     sqs, events = boto3.client("sqs"), boto3.client("events")
     name = f"kitehooks-reconcile-{uuid.uuid4().hex[:8]}"
     queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
