@@ -549,3 +549,26 @@ DYNAMODB_REFUSAL: Refusal = (
     b'{"__type":"com.amazon.coral.service#AccessDeniedException","message":"refused"}',
     "application/x-amz-json-1.0",
 )
+
+
+def test_a_redriven_state_carries_its_states_deduplication_id_and_source(stack: ResourceValues) -> None:
+    # The same id the postback path and the reconciler give this state: within SQS's window, a
+    # redriven postback and a recovered state of one order state are one message.
+    order_id = "251130000033340"
+    park(
+        stack,
+        postback_body(TEST_API_SECRET, order_id=order_id, status="UPDATE", filled_quantity=2),
+        "verified",
+    )
+    redrive(
+        boto3.client("s3"), boto3.client("sqs"), bucket_of(stack), queue_of(stack), TEST_API_SECRET,
+        ledger=ledger_of(stack),
+    )  # fmt: skip
+    [message] = boto3.client("sqs").receive_message(
+        QueueUrl=queue_of(stack), MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"]
+    )["Messages"]
+    assert message["Attributes"]["MessageDeduplicationId"] == OrderState(order_id, "OPEN", 2).deduplication_id
+    assert message["MessageAttributes"]["source"]["StringValue"] == "redrive"
+    assert ledger_of(stack).orders_of(LEDGER_USER)[order_id].claims == {
+        Claim("OPEN", 2, "2022-03-03 09:24:25")
+    }
