@@ -355,6 +355,14 @@ def function_specs(
     for function_id in function_ids:
         if function_id not in functions:
             raise TemplateError(f"{function_id} is not an AWS::Serverless::Function of {path}")
+        # A function whose Condition is false is not deployed: locally it does not run either.
+        condition = functions[function_id].get("Condition")
+        try:
+            deployed = condition is None or resolver.condition(condition)
+        except _Unresolvable as error:
+            raise TemplateError(f"{function_id}: Condition: {error}") from None
+        if not deployed:
+            raise TemplateError(f"{function_id} is not deployed with these parameters ({condition} is false)")
         specs[function_id] = _function_spec(
             function_id,
             functions[function_id],
