@@ -319,6 +319,7 @@ def test_an_unreachable_ledger_still_sends_and_says_so(
     assert "warning: order ledger" in result.stdout
     assert "unreachable (DynamoDB DescribeTable failed (EndpointConnectionError))" in result.stdout
     assert "1 parked postback(s) sent without checking it" in result.stdout
+    assert "warning: 1 sent postback(s) not recorded in the order ledger" in result.stdout
     assert queued_sources(stack) == ["redrive"]
     assert parked_keys(stack) == set()
     assert TEST_API_SECRET not in result.stdout + result.stderr

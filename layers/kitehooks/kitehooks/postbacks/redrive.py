@@ -423,14 +423,16 @@ def run(args: argparse.Namespace) -> int:
     if not target.ledger_table:
         print("no order ledger given (--ledger-table): sent without checking what the queue already had")
     elif report.ledger_unavailable:
+        # Opened but failed mid-run: only what came after the failure went unchecked/unrecorded.
         unchecked = len(report.sent) if ledger is None else len(report.unchecked)
+        unrecorded = len(report.sent) if ledger is None else len(report.unrecorded)
         print(
             f"warning: order ledger {target.ledger_table} unreachable ({report.ledger_unavailable}): "
-            f"{unchecked} parked postback(s) sent without checking it, so an order state the queue "
+            f"{unchecked} parked postback(s) {verb} without checking it, so an order state the queue "
             "already had may arrive twice (consumers are idempotent on the order state)"
         )
-        if report.unrecorded and not args.dry_run:
-            print(f"warning: {len(report.unrecorded)} sent postback(s) not recorded in the order ledger")
+        if unrecorded and not args.dry_run:
+            print(f"warning: {unrecorded} sent postback(s) not recorded in the order ledger")
     for key, reason in report.refused.items():
         print(f"left in place: s3://{target.bucket}/{key}: {reason}")
     for key, reason in report.failed.items():
