@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import re
 import subprocess
 import tempfile
@@ -22,6 +23,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.logging.filters import SuppressFilter
 
 from local.gateway import load_template
 from local.provision import ResourceValues
@@ -370,3 +372,55 @@ def test_keys_appended_to_the_service_logger_do_not_outlive_the_invocation(
     reset_layer_caches()
     [line] = [line for line in capsys.readouterr().out.splitlines() if "postback enqueued" in line]
     assert "function_arn" not in json.loads(line)
+
+
+def test_the_accepted_line_is_the_same_whether_written_directly_or_through_logging(
+    stack: ResourceValues, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The accepted line skips the logging module when only this path's handler would get it (as
+    in Lambda, whose root handler suppresses the service's records): the bytes must not change,
+    and anything else listening (here a capture like the tests' service_logs) must still get it."""
+    monkeypatch.setenv("ORDER_UPDATES_QUEUE_URL", stack["OrderUpdatesQueue"]["Ref"])
+    monkeypatch.setenv("UNDELIVERED_BUCKET", stack["UndeliveredPostbacksBucket"]["Ref"])
+    monkeypatch.setenv("API_CREDENTIALS_SECRET_ID", stack["ApiCredentialsSecret"]["Ref"])
+    reset_layer_caches()
+    load_function("postback")
+    from kitehooks.postbacks import log_lines
+
+    about = {"correlation_id": REQUEST_ID, "order_id": "220303000308932", "status": "COMPLETE"}
+    runtime_root = logging.StreamHandler(io_sink := _Lines())
+    runtime_root.addFilter(SuppressFilter("kitehooks"))  # what Powertools adds to Lambda's root handler
+    monkeypatch.setattr(logging.root, "handlers", [runtime_root])
+    assert log_lines._only_this_path_listens()
+    log_lines.count_enqueued(about)
+    direct = capsys.readouterr().out
+    assert io_sink.lines == []
+
+    listening = logging.StreamHandler(captured := _Lines())
+    listening.setFormatter(log_lines._LOG_FORMATTER)
+    logging.getLogger("kitehooks").addHandler(listening)
+    try:
+        assert not log_lines._only_this_path_listens()
+        log_lines.count_enqueued(about)
+    finally:
+        logging.getLogger("kitehooks").removeHandler(listening)
+    through_logging = capsys.readouterr().out
+    reset_layer_caches()
+
+    assert direct == through_logging
+    assert captured.lines == [direct]
+    assert json.loads(direct)["outcome"] == "queued"
+
+
+class _Lines:
+    """A stream that keeps what each write call wrote."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass

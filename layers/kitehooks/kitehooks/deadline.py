@@ -17,11 +17,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class DeadlineExceeded(BaseException):
@@ -36,6 +36,9 @@ class DeadlineExceeded(BaseException):
 class RemainingTime(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
+
+# What signal.signal takes and returns: the handler in place before a limit, put back after it.
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 # Absolute (monotonic) ends of the limits active in the main thread.
 _active: list[float] = []
@@ -62,26 +65,42 @@ def _arm() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`DeadlineExceeded` in the block if it runs longer than ``seconds``."""
-    if seconds <= 0:
-        raise DeadlineExceeded
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous_handler = signal.signal(signal.SIGALRM, _on_alarm)
-    end = time.monotonic() + seconds
-    try:
+class _TimeLimit:
+    """:func:`time_limit`'s context manager, a class rather than a ``@contextmanager`` generator:
+    every warm postback enters one, and the generator machinery (twice, through
+    :meth:`Deadline.limit`) cost more than the limit's own work. Same steps, same order."""
+
+    __slots__ = ("_end", "_previous_handler", "_seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._end: float | None = None
+        self._previous_handler: _Handler = None
+
+    def __enter__(self) -> None:
+        if self._seconds <= 0:
+            raise DeadlineExceeded
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous_handler = signal.signal(signal.SIGALRM, _on_alarm)
+        end = self._end = time.monotonic() + self._seconds
         _active.append(end)
         _arm()
-        yield
-    finally:
+
+    def __exit__(self, *exc_info: object) -> None:
+        end = self._end
+        if end is None:  # outside the main thread: nothing was set
+            return
         if end in _active:  # not if the alarm already forgot it
             _active.remove(end)
         _arm()
         if not _active:
-            signal.signal(signal.SIGALRM, previous_handler)
+            signal.signal(signal.SIGALRM, self._previous_handler)
+
+
+def time_limit(seconds: float) -> AbstractContextManager[None]:
+    """Raise :class:`DeadlineExceeded` in the block if it runs longer than ``seconds``."""
+    return _TimeLimit(seconds)
 
 
 def reset() -> None:
@@ -123,8 +142,6 @@ class Deadline:
         available = remaining - min(keep, remaining / 2)
         return available if most is None else min(most, available)
 
-    @contextmanager
-    def limit(self, most: float | None = None, keep: float = 0.0) -> Iterator[None]:
+    def limit(self, most: float | None = None, keep: float = 0.0) -> AbstractContextManager[None]:
         """Bound the block by :meth:`budget`; raise :class:`DeadlineExceeded` when it runs out."""
-        with time_limit(self.budget(most, keep)):
-            yield
+        return _TimeLimit(self.budget(most, keep))
