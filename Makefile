@@ -17,7 +17,7 @@ FN          ?= PostbackFunction
 EVENT       ?= events/postback.json
 
 .PHONY: help venv test lint typecheck template unit integration e2e build deploy invoke start-api bench dev postback queue sessions redrive clean
-.PHONY: logout session-status expire set-credentials orders
+.PHONY: logout session-status expire set-credentials orders reconcile
 
 help: ## list the commands
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -140,3 +140,7 @@ session-status: $(STAMP) ## a local session's status, expires_at and login_time 
 
 expire: $(STAMP) ## mark the local sessions past 06:00 IST expired, as the daily schedule does
 	@$(RUN) -m local.tools expire
+
+# ReconcilerFunction of the local stack, through the same Invoke API: one run, as the schedule makes.
+reconcile: $(STAMP) ## reconcile the local sessions' orders with the Kite simulator's order book; prints the run's summary
+	@$(RUN) -m local.tools reconcile

@@ -208,7 +208,13 @@ class DevStack:
                 # (localhost) sends the browser here first, so its cookie is where Kite returns.
                 "KiteRedirectUrl": f"{self.api_url}/callback",
             },
-            extra_env={**EMULATOR_CREDENTIALS, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION},
+            extra_env={
+                **EMULATOR_CREDENTIALS,
+                "AWS_REGION": REGION,
+                "AWS_DEFAULT_REGION": REGION,
+                # The reconciler hands a token Kite refused to SessionFunction on this same stack.
+                "AWS_ENDPOINT_URL_LAMBDA": self.api_url,
+            },
         )
         try:
             self._gateway.start()

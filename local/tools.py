@@ -1,5 +1,5 @@
 """Small commands against the running local stack (`make postback`, `make queue`, `make sessions`,
-`make logout`, `make session-status`, `make expire`).
+`make logout`, `make session-status`, `make expire`, `make reconcile`).
 
 They talk to it over HTTP only: the local API for postbacks, the AWS emulator for the queue and
 the session secrets, and Lambda's Invoke API on the local API's port for SessionFunction, so
@@ -32,6 +32,7 @@ SESSION_PREFIX = f"{LOCAL_STACK}/sessions"
 REGION = "ap-south-1"
 # Functions run under their logical id locally, as with sam local.
 SESSION_FUNCTION = "SessionFunction"
+RECONCILER_FUNCTION = "ReconcilerFunction"
 _TOKEN_FIELDS = ("access_token", "public_token", "refresh_token")
 
 
@@ -155,6 +156,53 @@ def invoke_session_function(api_url: str, event: dict[str, Any]) -> int:
     return 0
 
 
+def run_reconciler(api_url: str) -> int:
+    """Invoke the local ReconcilerFunction once, as its market-hours schedule does, and print what
+    the run did in two lines. 0 when it ran, 1 when it failed, 2 when the stack cannot be reached."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    client: Any = boto3.client(
+        "lambda",
+        endpoint_url=api_url,
+        region_name=REGION,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - the local stack accepts any credentials
+        # The function's Timeout is 50 s; one attempt, as the schedule makes.
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=70),
+    )
+    try:
+        answer = client.invoke(FunctionName=RECONCILER_FUNCTION, Payload=b'{"source": "make reconcile"}')
+        result = json.loads(answer["Payload"].read())
+    except EndpointConnectionError:
+        print(f"error: cannot reach the local stack at {api_url}; is `make dev` running?", file=sys.stderr)
+        return 2
+    except ClientError as error:
+        reason = error.response.get("Error", {})
+        print(f"error: {api_url} answered {reason.get('Code')}: {reason.get('Message')}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ValueError) as error:
+        print(f"error: no answer from {RECONCILER_FUNCTION} ({type(error).__name__})", file=sys.stderr)
+        return 2
+    if answer.get("FunctionError") or not isinstance(result, dict):
+        print(f"reconciliation failed: {json.dumps(result)}", file=sys.stderr)
+        return 1
+    print(
+        f"{result['polled']} of {result['sessions']} session(s) polled ({result['inactive']} inactive, "
+        f"{result['not_reached']} not reached, {len(result['token_invalid'])} token refused, "
+        f"{len(result['failed'])} failed); {result['kite_calls']} Kite call(s), "
+        f"{result['rate_limited']} answered 429"
+    )
+    print(
+        f"{result['orders_seen']} order(s) in Kite's book, {result['histories']} history(ies) read: "
+        f"{result['recovered']} state(s) recovered to the queue, {result['confirmed']} postback(s) "
+        f"confirmed, {result['unconfirmed']} unconfirmed; {result['waiting']} order(s) wait for a "
+        "later run (Kite's time within the grace)"
+    )
+    return 0
+
+
 def send_postback(api_url: str, api_secret: str, status: str, order_id: str | None) -> int:
     fields: dict[str, Any] = {"status": status}
     if order_id:
@@ -264,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--user", required=True, help="the Kite user id, e.g. AB1234")
     commands.add_parser("expire", help="mark sessions past 06:00 IST expired (SessionFunction)")
+    commands.add_parser("reconcile", help="reconcile the sessions' orders with Kite (ReconcilerFunction)")
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -288,6 +337,8 @@ def _run(args: argparse.Namespace) -> int:
         return invoke_session_function(target.api_url, {"action": "logout", "user_id": args.user})
     if args.command == "session-status":
         return invoke_session_function(target.api_url, {"action": "status", "user_id": args.user})
+    if args.command == "reconcile":
+        return run_reconciler(target.api_url)
     return invoke_session_function(target.api_url, {"action": "expire"})
 
 

@@ -83,6 +83,8 @@ class RunSummary:
     orders_seen: int = 0
     histories: int = 0
     recovered: int = 0
+    # Orders with a state left for a later run (Kite's time for it within the grace).
+    waiting: int = 0
     confirmed: int = 0
     unconfirmed: int = 0
     events_not_sent: int = 0
@@ -220,6 +222,8 @@ class Reconciler:
     ) -> bool:
         """Send what the consumer has not seen; True when a state was left for a later run."""
         sends, waiting = to_recover(history, delivered, self.now, self.grace)
+        if waiting:
+            self.summary.waiting += 1
         sent: list[OrderState] = []
         try:
             for found in sends:
