@@ -8,7 +8,8 @@ says ``OPEN``). Its String attribute ``source`` says where the body comes from:
 - ``redrive``: the same, parked when the queue was down and sent later by ``make redrive``
   (verified again on the way).
 - ``reconciler``: an order object as Kite's ``GET /orders`` (or that order's history) returns it,
-  fetched by kitehooks with the user's own token: no postback ever delivered this state.
+  fetched by kitehooks with the user's own token: a state Kite's order book shows and, as far as
+  kitehooks' record tells, no postback delivered.
 
 Kite's postback checksum signs only ``order_id`` and ``order_timestamp``: everything else in a
 postback (status, quantities, prices) is Kite's word only as far as Kite's order book later
