@@ -4,6 +4,11 @@ Parse the JSON body, check Kite's checksum (sha256 of order_id + order_timestamp
 compared in constant time), send the raw body to the FIFO queue per the message contract. The
 secret is read once per container with boto3. No logging, no metrics, no parking, no deadline:
 whatever kitehooks costs above this is the price of those guarantees, and ``make bench`` shows it.
+
+With ``ORDER_LEDGER_TABLE`` set (the function's setting under ``OrderConfirmation=on``) it also
+does what the postback path then does after the send: one DynamoDB ``UpdateItem`` of the same
+shape (the order's state and claim added to its item), so each mode is compared with a floor that
+does the same I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -21,6 +27,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
 sqs = boto3.client("sqs")
+LEDGER_TABLE = os.environ.get("ORDER_LEDGER_TABLE") or None
+dynamodb = boto3.client("dynamodb") if LEDGER_TABLE else None
 _api_secret: str | None = None
 
 
@@ -54,4 +62,21 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         MessageDeduplicationId=hashlib.sha256(body.encode()).hexdigest(),
         MessageAttributes=attributes,
     )
+    if dynamodb is not None:
+        now = int(time.time())
+        state = f"{order['status']}|{order['filled_quantity']}"
+        dynamodb.update_item(
+            TableName=str(LEDGER_TABLE),
+            Key={"pk": {"S": f"orders#{order.get('user_id') or '-'}"}, "sk": {"S": order["order_id"]}},
+            UpdateExpression="ADD delivered :delivered, claims :claims"
+            " SET #day = :day, touched_at = :at, expires_at = :expires",
+            ExpressionAttributeNames={"#day": "day"},
+            ExpressionAttributeValues={
+                ":delivered": {"SS": [state]},
+                ":claims": {"SS": [f"{state}|{order['order_timestamp']}"]},
+                ":day": {"S": time.strftime("%Y-%m-%d", time.gmtime(now + 19800))},  # IST
+                ":at": {"N": str(now)},
+                ":expires": {"N": str(now + 4 * 86400)},
+            },
+        )
     return {"statusCode": 200, "body": json.dumps({"status": "queued", "order_id": order["order_id"]})}

@@ -1,24 +1,28 @@
-"""``make bench``: the postback path side by side with a minimal baseline, in one run.
+"""``make bench``: the postback path side by side with a minimal baseline, in one run, in both
+``OrderConfirmation`` modes.
 
 Every figure is printed with its baseline from the same run and the ratio, because the machine
-is shared and absolute times move with its load. Medians throughout.
+is shared and absolute times move with its load. Medians throughout. Each mode is compared with
+a baseline doing the same I/O (``benchmarks/baseline_postback.py``): with ``off`` both send the
+queue message only; with ``on`` both also write one DynamoDB ``UpdateItem`` to the order ledger.
 
 1. Whole first invocation (import + first request, as Lambda's first invoke of a container) in
-   fresh interpreters, kinds interleaved run by run: the postback function against
-   ``benchmarks/baseline_postback.py`` and against the boto3 floor (``import boto3`` and the
-   clients the function needs); the callback function against its boto3 floor.
-2. Warm requests in one process, interleaved in blocks: the postback handler and the baseline,
-   against a moto server over HTTP and then with ``send_message`` stubbed (botocore's Stubber on
-   both sides' SQS clients), at the template's default log level (INFO). CPU is this process's
-   CPU time per request (the emulator runs in another process); wall is the request's elapsed time.
-3. Log bytes per accepted, forged (403) and malformed (400) postback, metrics lines included;
-   Secrets Manager calls per 1,000 warm postbacks.
+   fresh interpreters, kinds interleaved run by run: the postback function in each mode against
+   the baseline in the same mode, and against the boto3 floor (``import boto3`` and an SQS
+   client); the callback function against its boto3 floor.
+2. Warm requests in one process, interleaved in blocks, one mode after the other: the postback
+   handler and the baseline, against a moto server over HTTP and then with the AWS calls stubbed
+   (botocore's Stubber on both sides' SQS and DynamoDB clients), at the template's default log
+   level (INFO). CPU is this process's CPU time per request (the emulator runs in another
+   process); wall is the request's elapsed time.
+3. Log bytes per accepted (each mode), forged (403) and malformed (400) postback, metric lines
+   included; Secrets Manager calls per 1,000 warm postbacks.
 4. The layer zipped and unzipped (its requirements installed for arm64, as ``sam build`` would),
    and its largest parts.
 5. Cost per million postbacks at ap-south-1 list prices, from the figures above.
 
 Writes the table to stdout and benchmarks/RESULTS.md, and every figure to benchmarks/results.json.
-Environment: BENCH_COLD_RUNS (default 21), BENCH_WARM_ROUNDS (20), BENCH_QUICK=1 (a smoke run:
+Environment: BENCH_COLD_RUNS (default 15), BENCH_WARM_ROUNDS (16), BENCH_QUICK=1 (a smoke run:
 few samples, no layer build), BENCH_OUTPUT (folder for RESULTS.md and results.json).
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -43,6 +48,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TextIO
 
 # The same context the first-invocation child hands the handler, so warm and cold runs match.
@@ -54,8 +60,8 @@ LAYER = ROOT / "layers" / "kitehooks"
 POSTBACK = ROOT / "functions" / "postback"
 CALLBACK = ROOT / "functions" / "callback"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "2" if QUICK else "21"))
-WARM_ROUNDS = int(os.environ.get("BENCH_WARM_ROUNDS", "2" if QUICK else "20"))
+COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "2" if QUICK else "15"))
+WARM_ROUNDS = int(os.environ.get("BENCH_WARM_ROUNDS", "2" if QUICK else "16"))
 WARM_PER_ROUND = 5 if QUICK else 25
 STUBBED_PER_ROUND = 10 if QUICK else 100
 SECRETS_WINDOW = 20 if QUICK else 1000
@@ -63,6 +69,8 @@ LOG_SAMPLES = 10 if QUICK else 200
 OUTPUT = Path(os.environ.get("BENCH_OUTPUT") or BENCH)
 REGION = "ap-south-1"
 API_KEY, API_SECRET = "bench_api_key", "bench-api-secret-0hdv7iw5"
+# The template's OrderConfirmation values; "on" (its default) adds the order ledger's one write.
+MODES = ("off", "on")
 
 GOALS = {
     "first_invocation_vs_baseline": 1.10,
@@ -70,6 +78,9 @@ GOALS = {
     "warm_cpu_stubbed_vs_baseline": 4.0,
     "log_bytes_per_accepted": 300,
     "cost_per_million_usd": 1.85,
+    # The room the $1.85 goal left above the baseline's $1.74 when it was set: the same room
+    # above a baseline that also writes the ledger.
+    "cost_above_baseline_usd": 0.11,
 }
 
 # ap-south-1 (Mumbai) list prices, USD, first pricing tier; update them here when AWS changes them.
@@ -79,8 +90,15 @@ PRICES = {
     "http_api_request": 1.00 / 1e6,  # first 300 million a month
     "sqs_fifo_request": 0.50 / 1e6,  # one request per 64 KB chunk: a postback is ~1.5 KB
     "logs_ingested_gb": 0.50,  # CloudWatch Logs, standard class; GB = 2**30 bytes
+    # DynamoDB on-demand, standard table class, per write request unit: an assumed list price
+    # (the November 2024 on-demand price, half the earlier $1.425 per million), not checked online.
+    "dynamodb_write_request_unit": 0.7125 / 1e6,
 }
 MEMORY_GB = 512 / 1024  # the template's MemorySize
+# Write request units of one ledger write (OrderConfirmation=on): the item (under 1 KB) and its
+# RecentPostbacks index entry, which moves with touched_at (a delete and a put in the index; one
+# put for an order's first postback). The upper bound, for an order's later states.
+LEDGER_WRITE_UNITS = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,11 +171,19 @@ def _first_invocation(
     return figures
 
 
+def _first_postback(run: int, number: int) -> dict[str, Any]:
+    """An order of its own for each kind in a run: none finds its state already queued or recorded."""
+    from local.samples import http_api_event, postback_body
+
+    body = postback_body(API_SECRET, order_id=f"31{run:011d}{number:02d}")
+    return http_api_event("POST", "/postback", body, request_id=f"first-{run}-{number}")
+
+
 def first_invocations(endpoint: str, stack: dict[str, Any], stack_name: str) -> dict[str, Any]:
     from kitehooks.login import state as login_state
     from kitehooks.login.start import state_cookie_name
     from local.kite_simulator import KiteSimulator
-    from local.samples import http_api_event, postback_body
+    from local.samples import http_api_event
 
     base = {
         key: value
@@ -174,9 +200,13 @@ def first_invocations(endpoint: str, stack: dict[str, Any], stack_name: str) -> 
         "ORDER_UPDATES_QUEUE_URL": stack["OrderUpdatesQueue"]["Ref"],
         "UNDELIVERED_BUCKET": stack["UndeliveredPostbacksBucket"]["Ref"],
     }
-    samples: dict[str, list[dict[str, Any]]] = {
-        k: [] for k in ("floor-postback", "baseline", "postback", "floor-callback", "callback")
+    # As the template sets ORDER_LEDGER_TABLE: empty with off, the table with on.
+    mode_env = {
+        "off": postback_env,
+        "on": {**postback_env, "ORDER_LEDGER_TABLE": stack["OrderLedgerTable"]["Ref"]},
     }
+    names = ["floor-postback", *(f"{side}-{mode}" for mode in MODES for side in ("baseline", "postback"))]
+    samples: dict[str, list[dict[str, Any]]] = {k: [] for k in (*names, "floor-callback", "callback")}
     with KiteSimulator(
         api_key=API_KEY, api_secret=API_SECRET, redirect_url="https://bench.example/callback"
     ) as sim:
@@ -204,15 +234,18 @@ def first_invocations(endpoint: str, stack: dict[str, Any], stack_name: str) -> 
                 query=f"action=login&type=login&status=success&request_token={request_token}&state={state}",
                 cookies=[f"{state_cookie_name(True)}={nonce}"],
             )
-            body = postback_body(API_SECRET, order_id=f"31{run:013d}")
-            postback_event = http_api_event("POST", "/postback", body, request_id=f"first-{run}")
+
             kinds: list[tuple[str, str, Path, dict[str, Any], dict[str, str]]] = [
                 ("floor-postback", "floor-postback", POSTBACK, {}, postback_env),
-                ("baseline", "baseline", BENCH, postback_event, postback_env),
-                ("postback", "function", POSTBACK, postback_event, postback_env),
                 ("floor-callback", "floor-callback", CALLBACK, {}, callback_env),
                 ("callback", "function", CALLBACK, callback_event, callback_env),
             ]
+            for number, mode in enumerate(MODES):
+                env = mode_env[mode]
+                kinds += [
+                    (f"baseline-{mode}", "baseline", BENCH, _first_postback(run, 2 * number), env),
+                    (f"postback-{mode}", "function", POSTBACK, _first_postback(run, 2 * number + 1), env),
+                ]
             random.Random(run).shuffle(kinds)  # noqa: S311 - an order, not a secret: no kind always runs right after another
             for name, kind, code_uri, event, env in kinds:
                 samples[name].append(_first_invocation(kind, code_uri, event, env))
@@ -223,7 +256,8 @@ def first_invocations(endpoint: str, stack: dict[str, Any], stack_name: str) -> 
         }
         for name, runs in samples.items()
     }
-    heavy = sorted({module for run in samples["postback"] for module in run["heavy_modules"]})
+    postback_runs = [run for mode in MODES for run in samples[f"postback-{mode}"]]
+    heavy = sorted({module for run in postback_runs for module in run["heavy_modules"]})
     return {"runs": COLD_RUNS, "medians": medians, "postback_heavy_modules": heavy}
 
 
@@ -309,6 +343,21 @@ def _interleaved(
     }
 
 
+def _baseline_module(name: str, ledger_table: str | None) -> ModuleType:
+    """benchmarks/baseline_postback.py loaded as a container of its own, in one mode (it reads
+    ORDER_LEDGER_TABLE when loaded, as the function reads its settings once per container)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / "baseline_postback.py")
+    if spec is None or spec.loader is None:
+        raise RuntimeError("cannot load benchmarks/baseline_postback.py")
+    module = importlib.util.module_from_spec(spec)
+    os.environ.pop("ORDER_LEDGER_TABLE", None)
+    if ledger_table:
+        os.environ["ORDER_LEDGER_TABLE"] = ledger_table
+    spec.loader.exec_module(module)
+    os.environ.pop("ORDER_LEDGER_TABLE", None)
+    return module
+
+
 def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
     from botocore.stub import Stubber
 
@@ -320,12 +369,17 @@ def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
         UNDELIVERED_BUCKET=stack["UndeliveredPostbacksBucket"]["Ref"],
         API_CREDENTIALS_SECRET_ID=stack["ApiCredentialsSecret"]["Ref"],
     )
-    sys.path[:0] = [str(POSTBACK), str(BENCH)]
+    os.environ.pop("ORDER_LEDGER_TABLE", None)
+    ledger_table = stack["OrderLedgerTable"]["Ref"]
+    sys.path[:0] = [str(POSTBACK)]
     import app  # type: ignore[import-not-found]  # functions/postback, put on sys.path above
-    import baseline_postback  # type: ignore[import-not-found]  # benchmarks/, put on sys.path above
 
-    from kitehooks import aws
+    from kitehooks import aws, config
+    from kitehooks.postbacks import receiver
 
+    baselines = {
+        mode: _baseline_module(f"baseline_{mode}", ledger_table if mode == "on" else None) for mode in MODES
+    }
     counter = iter(range(10**9))
 
     def events(name: str, count: int, secret: str = API_SECRET) -> list[dict[str, Any]]:
@@ -336,11 +390,14 @@ def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
             made.append(http_api_event("POST", "/postback", body, request_id=f"Ab1CdEfGhI{number:06d}"))
         return made
 
-    sides: dict[str, Handler] = {"baseline": baseline_postback.handler, "postback": app.handler}
-    sink = CountingSink()
-    with captured(sink):  # the first request of each (the secret read) is not a warm one
-        _timed(baseline_postback.handler, events("baseline", 2), 200)
-        _timed(app.handler, events("postback", 2), 200)
+    def use_mode(mode: str) -> None:
+        """The function's container in this mode: its settings as the template sets them, and the
+        receiver made again from them (the credentials store, and its cached secret, stay)."""
+        os.environ.pop("ORDER_LEDGER_TABLE", None)
+        if mode == "on":
+            os.environ["ORDER_LEDGER_TABLE"] = ledger_table
+        config.postback_settings.cache_clear()
+        receiver.receiver.cache_clear()
 
     import boto3
 
@@ -357,7 +414,62 @@ def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
             )
 
-    emulator = _interleaved(sides, events, WARM_PER_ROUND, before_block=empty_queue)
+    by_mode: dict[str, dict[str, Any]] = {}
+    for mode in MODES:
+        use_mode(mode)
+        baseline = baselines[mode]
+        sides: dict[str, Handler] = {"baseline": baseline.handler, "postback": app.handler}
+        with captured(CountingSink()):  # the first request of each (the secret read) is not a warm one
+            _timed(baseline.handler, events("baseline", 2), 200)
+            _timed(app.handler, events("postback", 2), 200)
+        emulator = _interleaved(sides, events, WARM_PER_ROUND, before_block=empty_queue)
+
+        # Log bytes per accepted postback, metric lines included, at the default level.
+        accepted = CountingSink()
+        with captured(accepted):
+            _timed(app.handler, events("postback", LOG_SAMPLES), 200)
+        empty_queue("postback", 0)
+
+        # The same requests with the AWS calls stubbed on both sides: only each side's own work.
+        clients = {"baseline": [baseline.sqs], "postback": [aws.sqs_client()]}
+        if mode == "on":
+            clients["baseline"].append(baseline.dynamodb)
+            clients["postback"].append(aws.dynamodb_client())
+        stubbers = {
+            side: [Stubber(client) for client in side_clients] for side, side_clients in clients.items()
+        }
+        for side_stubbers in stubbers.values():
+            for stubber in side_stubbers:
+                stubber.activate()
+
+        def queue_answers(name: str, count: int) -> None:
+            for _ in range(count):
+                for stubber in stubbers[name]:  # noqa: B023 - used within this mode's loop only
+                    if stubber.client.meta.service_model.service_name == "sqs":
+                        answer = {"MessageId": str(uuid.uuid4()), "MD5OfMessageBody": "0" * 32}
+                        stubber.add_response("send_message", answer)
+                    else:
+                        stubber.add_response("update_item", {})
+
+        stubbed = _interleaved(sides, events, STUBBED_PER_ROUND, before_block=queue_answers)
+        for side_stubbers in stubbers.values():
+            for stubber in side_stubbers:
+                stubber.deactivate()
+        by_mode[mode] = {
+            "emulator": emulator,
+            "stubbed": stubbed,
+            "log_bytes_per_accepted": accepted.bytes / LOG_SAMPLES,
+            "log_lines_per_accepted": accepted.lines / LOG_SAMPLES,
+        }
+        if mode == "on":
+            # Proof the function's ledger write happened (a failed one logs a warning line instead).
+            counted = boto3.client("dynamodb").scan(TableName=ledger_table, Select="COUNT")
+            by_mode[mode]["ledger_items_after"] = counted["Count"]
+
+    # Mode-independent figures, with the default mode's container.
+    use_mode("on")
+    with captured(CountingSink()):
+        _timed(app.handler, events("postback", 2), 200)
 
     # Secrets Manager reads over SECRETS_WINDOW warm postbacks (the secret is cached for 300 s).
     reads = 0
@@ -367,16 +479,14 @@ def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
         reads += 1
 
     aws.secretsmanager_client().meta.events.register("before-send.secrets-manager.GetSecretValue", count_read)
-    window = CountingSink()
     empty_queue("postback", 0)
-    with captured(window):
+    with captured(CountingSink()):
         _timed(app.handler, events("postback", SECRETS_WINDOW), 200)
     secrets_per_1000 = reads * 1000 / SECRETS_WINDOW
 
-    # Log bytes by outcome, metrics lines included, at the default level.
+    # Log bytes of the refused requests (the same in both modes: nothing is written for them).
     by_outcome: dict[str, float] = {}
     outcomes = {
-        "accepted": (events("postback", LOG_SAMPLES), 200),
         "forged_403": (
             [
                 http_api_event("POST", "/postback", postback_body("not-the-secret", order_id=f"33{i:013d}"))
@@ -396,27 +506,8 @@ def warm(endpoint: str, stack: dict[str, Any]) -> dict[str, Any]:
     with captured(sample_sink):
         app.handler(events("postback", 1)[0], Context())
         app.handler(http_api_event("POST", "/postback", b"[]"), Context())
-
-    # The same requests with send_message stubbed on both sides: no I/O, only each side's own work.
-    stubbers = {
-        "baseline": Stubber(baseline_postback.sqs),
-        "postback": Stubber(aws.sqs_client()),
-    }
-    for stubber in stubbers.values():
-        stubber.activate()
-
-    def queue_answers(name: str, count: int) -> None:
-        for _ in range(count):
-            stubbers[name].add_response(
-                "send_message", {"MessageId": str(uuid.uuid4()), "MD5OfMessageBody": "0" * 32}
-            )
-
-    stubbed = _interleaved(sides, events, STUBBED_PER_ROUND, before_block=queue_answers)
-    for stubber in stubbers.values():
-        stubber.deactivate()
     return {
-        "emulator": emulator,
-        "stubbed": stubbed,
+        "modes": by_mode,
         "secrets_manager_reads_per_1000_warm": secrets_per_1000,
         "log_bytes": by_outcome,
         "sample_lines": sample_sink.kept,
@@ -475,13 +566,14 @@ def layer_size() -> dict[str, Any]:
 # 5. Cost
 
 
-def cost_per_million(duration_ms: float, log_bytes: float) -> dict[str, float]:
+def cost_per_million(duration_ms: float, log_bytes: float, ledger_writes: int = 0) -> dict[str, float]:
     billed_ms = math.ceil(duration_ms)  # Lambda bills whole milliseconds
     parts = {
         "http_api": PRICES["http_api_request"] * 1e6,
         "lambda_requests": PRICES["lambda_request"] * 1e6,
         "lambda_compute": PRICES["lambda_arm64_gb_second"] * MEMORY_GB * billed_ms / 1000 * 1e6,
         "sqs_fifo": PRICES["sqs_fifo_request"] * 1e6,
+        "dynamodb_writes": PRICES["dynamodb_write_request_unit"] * LEDGER_WRITE_UNITS * ledger_writes * 1e6,
         "logs": PRICES["logs_ingested_gb"] * log_bytes / 2**30 * 1e6,
     }
     return {**parts, "billed_ms": float(billed_ms), "total": sum(parts.values())}
@@ -489,7 +581,9 @@ def cost_per_million(duration_ms: float, log_bytes: float) -> dict[str, float]:
 
 COST_FORMULA = (
     "per million = 1e6 x (HTTP API request + Lambda request + SQS FIFO request"
-    " + 0.5 GB x ceil(warm wall ms)/1000 x GB-s price + log bytes/2^30 x ingestion price per GB)"
+    " + 0.5 GB x ceil(warm wall ms against the emulator)/1000 x GB-s price"
+    f" + ledger writes (0 with off, 1 with on) x {LEDGER_WRITE_UNITS} write request units x WRU price"
+    " + log bytes/2^30 x ingestion price per GB)"
 )
 
 
@@ -519,78 +613,110 @@ def _verdict(value: float, goal: float) -> str:
     return "met" if value <= goal else "MISSED"
 
 
+Row = tuple[str, float, float, float | None, str]
+
+
+def _rows(results: dict[str, Any], mode: str) -> list[Row]:
+    """One mode's rows: label, kitehooks, baseline, ratio, goal text."""
+    first = results["first_invocation"]["medians"]
+    figures = results["warm"]["modes"][mode]
+    emulator, stubbed = figures["emulator"], figures["stubbed"]
+    costs = results["cost_per_million"][mode]
+    post, base = first[f"postback-{mode}"], first[f"baseline-{mode}"]
+    ratios = results["ratios"][mode]
+    post_cost, base_cost = costs["postback"]["total"], costs["baseline"]["total"]
+
+    def goal(key: str, measured: float) -> str:
+        unit = "x" if key.endswith("vs_baseline") else ""
+        money = "$" if key.endswith("usd") else ""
+        return f"<= {money}{GOALS[key]:g}{unit}: {_verdict(measured, GOALS[key])}"
+
+    return [
+        ("Whole first invocation (wall ms)", post["wall_ms"], base["wall_ms"],
+         ratios["first_invocation_vs_baseline"],
+         goal("first_invocation_vs_baseline", ratios["first_invocation_vs_baseline"])),
+        ("  same, CPU ms", post["cpu_ms"], base["cpu_ms"], post["cpu_ms"] / base["cpu_ms"], ""),
+        ("Warm CPU per request, moto server (µs)", emulator["postback"]["cpu_us"],
+         emulator["baseline"]["cpu_us"], ratios["warm_cpu_emulator_vs_baseline"],
+         goal("warm_cpu_emulator_vs_baseline", ratios["warm_cpu_emulator_vs_baseline"])),
+        ("Warm wall per request, moto server (µs)", emulator["postback"]["wall_us"],
+         emulator["baseline"]["wall_us"],
+         emulator["postback"]["wall_us"] / emulator["baseline"]["wall_us"], ""),
+        ("Warm CPU per request, AWS calls stubbed (µs)", stubbed["postback"]["cpu_us"],
+         stubbed["baseline"]["cpu_us"], ratios["warm_cpu_stubbed_vs_baseline"],
+         goal("warm_cpu_stubbed_vs_baseline", ratios["warm_cpu_stubbed_vs_baseline"])),
+        ("Warm wall per request, AWS calls stubbed (µs)", stubbed["postback"]["wall_us"],
+         stubbed["baseline"]["wall_us"], stubbed["postback"]["wall_us"] / stubbed["baseline"]["wall_us"], ""),
+        ("Log bytes per accepted postback (INFO)", figures["log_bytes_per_accepted"], 0.0, None,
+         goal("log_bytes_per_accepted", figures["log_bytes_per_accepted"])),
+        ("Log lines per accepted postback", figures["log_lines_per_accepted"], 0.0, None, ""),
+        ("Cost per million postbacks (USD)", post_cost, base_cost, post_cost / base_cost,
+         goal("cost_per_million_usd", post_cost)),
+        ("  above the baseline (USD)", post_cost - base_cost, 0.0, None,
+         goal("cost_above_baseline_usd", post_cost - base_cost)),
+    ]  # fmt: skip
+
+
+def _table(rows: list[Row]) -> list[str]:
+    lines = ["| Figure | kitehooks | baseline | ratio | goal |", "|---|---:|---:|---:|---|"]
+    for label, value, baseline, ratio, goal in rows:
+        ratio_text = "" if ratio is None else f"{ratio:.3f}x"
+        lines.append(f"| {label} | {value:,.2f} | {baseline:,.2f} | {ratio_text} | {goal} |")
+    return lines
+
+
 def report(results: dict[str, Any]) -> str:
     first = results["first_invocation"]["medians"]
     warm_results = results["warm"]
-    emulator, stubbed = warm_results["emulator"], warm_results["stubbed"]
     logs = warm_results["log_bytes"]
-    costs = results["cost_per_million"]
-    ratios = results["ratios"]
     machine = results["machine"]
-    post, base, floor = first["postback"], first["baseline"], first["floor-postback"]
-    post_cost, base_cost = costs["postback"]["total"], costs["baseline"]["total"]
+    floor = first["floor-postback"]
     reads = warm_results["secrets_manager_reads_per_1000_warm"]
-    rows: list[tuple[str, float, float, float | None, str | None]] = [
-        ("Whole first invocation, postback (wall ms)", post["wall_ms"], base["wall_ms"],
-         ratios["first_invocation_vs_baseline"], "first_invocation_vs_baseline"),
-        ("  same, CPU ms", post["cpu_ms"], base["cpu_ms"], post["cpu_ms"] / base["cpu_ms"], None),
-        ("  postback vs boto3 floor (import boto3 + SQS client)", post["wall_ms"], floor["wall_ms"],
-         post["wall_ms"] / floor["wall_ms"], None),
-        ("  baseline vs boto3 floor", base["wall_ms"], floor["wall_ms"],
-         base["wall_ms"] / floor["wall_ms"], None),
+    shared: list[Row] = [
+        ("Whole first invocation, postback (off) vs boto3 floor (import boto3 + SQS client), wall ms",
+         first["postback-off"]["wall_ms"], floor["wall_ms"],
+         first["postback-off"]["wall_ms"] / floor["wall_ms"], ""),
+        ("  baseline (off) vs boto3 floor", first["baseline-off"]["wall_ms"], floor["wall_ms"],
+         first["baseline-off"]["wall_ms"] / floor["wall_ms"], ""),
         ("Whole first invocation, callback vs its boto3 floor (wall ms)", first["callback"]["wall_ms"],
          first["floor-callback"]["wall_ms"],
-         first["callback"]["wall_ms"] / first["floor-callback"]["wall_ms"], None),
-        ("Warm CPU per request, moto server (µs)", emulator["postback"]["cpu_us"],
-         emulator["baseline"]["cpu_us"], ratios["warm_cpu_emulator_vs_baseline"],
-         "warm_cpu_emulator_vs_baseline"),
-        ("Warm wall per request, moto server (µs)", emulator["postback"]["wall_us"],
-         emulator["baseline"]["wall_us"], emulator["postback"]["wall_us"] / emulator["baseline"]["wall_us"],
-         None),
-        ("Warm CPU per request, send_message stubbed (µs)", stubbed["postback"]["cpu_us"],
-         stubbed["baseline"]["cpu_us"], ratios["warm_cpu_stubbed_vs_baseline"],
-         "warm_cpu_stubbed_vs_baseline"),
-        ("Warm wall per request, send_message stubbed (µs)", stubbed["postback"]["wall_us"],
-         stubbed["baseline"]["wall_us"], stubbed["postback"]["wall_us"] / stubbed["baseline"]["wall_us"],
-         None),
-        ("Log bytes per accepted postback (INFO)", logs["accepted"], 0.0, None, "log_bytes_per_accepted"),
-        ("Log lines per accepted postback", logs["accepted_lines"], 0.0, None, None),
-        ("Log bytes per forged postback (403)", logs["forged_403"], 0.0, None, None),
-        ("Log bytes per malformed postback (400)", logs["malformed_400"], 0.0, None, None),
-        ("Secrets Manager reads per 1,000 warm postbacks", reads, 0.0, None, None),
-        ("Cost per million postbacks (USD)", post_cost, base_cost, post_cost / base_cost,
-         "cost_per_million_usd"),
+         first["callback"]["wall_ms"] / first["floor-callback"]["wall_ms"], ""),
+        ("Log bytes per forged postback (403)", logs["forged_403"], 0.0, None, ""),
+        ("Log bytes per malformed postback (400)", logs["malformed_400"], 0.0, None, ""),
+        ("Secrets Manager reads per 1,000 warm postbacks", reads, 0.0, None, ""),
     ]  # fmt: skip
-    lines = [
-        "| Figure | kitehooks | baseline | ratio | goal |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for label, value, baseline, ratio, goal_key in rows:
-        goal = ""
-        if goal_key is not None:
-            bound = GOALS[goal_key]
-            measured = ratio if ratio is not None and goal_key.endswith("vs_baseline") else value
-            unit = "x" if goal_key.endswith("vs_baseline") else ""
-            goal = f"<= {bound:g}{unit}: {_verdict(measured, bound)}"
-        ratio_text = "" if ratio is None else f"{ratio:.3f}x"
-        lines.append(f"| {label} | {value:,.2f} | {baseline:,.2f} | {ratio_text} | {goal} |")
-    layer = results["layer"]
     text = [
         "# kitehooks benchmark results",
         "",
         f"Run: {machine['date']} on {machine['cpu']}, {machine['platform']}, Python {machine['python']}, "
         f"load average {machine['load_average']} at the end (a shared machine: compare ratios, not times).",
         f"First invocations: {results['first_invocation']['runs']} runs of each kind in fresh interpreters, "
-        f"interleaved; warm: {WARM_ROUNDS} interleaved rounds; medians.",
-        "",
-        *lines,
-        "",
-        "Cost per million postbacks: " + COST_FORMULA + ".",
-        "Prices (ap-south-1, USD): " + ", ".join(f"{k} {v:.10g}" for k, v in PRICES.items()) + ".",
-        "kitehooks: " + ", ".join(f"{k} {v:.4f}" for k, v in costs["postback"].items()) + ".",
-        "baseline: " + ", ".join(f"{k} {v:.4f}" for k, v in costs["baseline"].items()) + ".",
+        f"interleaved; warm: {WARM_ROUNDS} interleaved rounds per mode; medians. Each mode is compared with "
+        "a baseline doing the same I/O.",
         "",
     ]
+    titles = {
+        "off": "OrderConfirmation=off (the queue message only; the baseline sends it too)",
+        "on": "OrderConfirmation=on, the default (the queue message, then one DynamoDB UpdateItem; "
+        "so does the baseline)",
+    }
+    for mode in MODES:
+        text += [f"## {titles[mode]}", "", *_table(_rows(results, mode)), ""]
+    text += ["## Both modes", "", *_table(shared), ""]
+    costs = results["cost_per_million"]
+    text += [
+        "Cost per million postbacks: " + COST_FORMULA + ".",
+        "Prices (ap-south-1, USD; DynamoDB's is an assumed list price, not checked online): "
+        + ", ".join(f"{k} {v:.10g}" for k, v in PRICES.items())
+        + ".",
+    ]
+    for mode in MODES:
+        for side in ("postback", "baseline"):
+            name = "kitehooks" if side == "postback" else "baseline"
+            parts = ", ".join(f"{k} {v:.4f}" for k, v in costs[mode][side].items())
+            text.append(f"{name} ({mode}): {parts}.")
+    text.append("")
+    layer = results["layer"]
     if "zipped_bytes" in layer:
         text.append(
             f"Layer: {layer['zipped_bytes'] / 1e6:.2f} MB zipped, "
@@ -627,26 +753,32 @@ def main() -> int:
         first = first_invocations(endpoint, stack, stack_name)
         warm_results = warm(endpoint, stack)
     layer = layer_size()
-    emulator = warm_results["emulator"]
-    costs = {
-        "postback": cost_per_million(
-            emulator["postback"]["wall_us"] / 1000, warm_results["log_bytes"]["accepted"]
-        ),
-        "baseline": cost_per_million(emulator["baseline"]["wall_us"] / 1000, 0.0),
-    }
     medians = first["medians"]
-    ratios = {
-        "first_invocation_vs_baseline": medians["postback"]["wall_ms"] / medians["baseline"]["wall_ms"],
-        "warm_cpu_emulator_vs_baseline": emulator["postback"]["cpu_us"] / emulator["baseline"]["cpu_us"],
-        "warm_cpu_stubbed_vs_baseline": warm_results["stubbed"]["postback"]["cpu_us"]
-        / warm_results["stubbed"]["baseline"]["cpu_us"],
-    }
+    costs: dict[str, dict[str, dict[str, float]]] = {}
+    ratios: dict[str, dict[str, float]] = {}
+    for mode in MODES:
+        figures = warm_results["modes"][mode]
+        emulator, stubbed = figures["emulator"], figures["stubbed"]
+        writes = 1 if mode == "on" else 0
+        costs[mode] = {
+            "postback": cost_per_million(
+                emulator["postback"]["wall_us"] / 1000, figures["log_bytes_per_accepted"], writes
+            ),
+            "baseline": cost_per_million(emulator["baseline"]["wall_us"] / 1000, 0.0, writes),
+        }
+        ratios[mode] = {
+            "first_invocation_vs_baseline": medians[f"postback-{mode}"]["wall_ms"]
+            / medians[f"baseline-{mode}"]["wall_ms"],
+            "warm_cpu_emulator_vs_baseline": emulator["postback"]["cpu_us"] / emulator["baseline"]["cpu_us"],
+            "warm_cpu_stubbed_vs_baseline": stubbed["postback"]["cpu_us"] / stubbed["baseline"]["cpu_us"],
+        }
     results = {
         "machine": _machine(),
         "first_invocation": first,
         "warm": warm_results,
         "layer": layer,
         "prices": PRICES,
+        "ledger_write_units": LEDGER_WRITE_UNITS,
         "cost_formula": COST_FORMULA,
         "cost_per_million": costs,
         "ratios": ratios,

@@ -39,17 +39,35 @@ def test_the_benchmark_runs_and_writes_its_table_and_json(tmp_path: Path) -> Non
 
     results = json.loads((tmp_path / "results.json").read_text())
     first = results["first_invocation"]["medians"]
-    assert set(first) == {"floor-postback", "baseline", "postback", "floor-callback", "callback"}
+    assert set(first) == {
+        "floor-postback",
+        "baseline-off",
+        "postback-off",
+        "baseline-on",
+        "postback-on",
+        "floor-callback",
+        "callback",
+    }
     assert all(figures["wall_ms"] > 0 for figures in first.values())
-    for phase in ("emulator", "stubbed"):
-        assert set(results["warm"][phase]) == {"baseline", "postback"}
-    logs = results["warm"]["log_bytes"]
-    assert logs["accepted_lines"] == 1  # one line per accepted postback, and the baseline writes none
-    assert results["warm"]["emulator"]["baseline"]["log_bytes_per_request"] == 0
     assert results["first_invocation"]["postback_heavy_modules"] == []  # neither requests nor pydantic
-    assert results["cost_per_million"]["postback"]["total"] > results["cost_per_million"]["baseline"]["total"]
+    assert set(results["warm"]["modes"]) == {"off", "on"}
+    for mode, figures in results["warm"]["modes"].items():
+        for phase in ("emulator", "stubbed"):
+            assert set(figures[phase]) == {"baseline", "postback"}
+            assert figures[phase]["baseline"]["log_bytes_per_request"] == 0  # the baseline writes none
+        # One line per accepted postback in both modes: a failed ledger write would add a warning.
+        assert figures["log_lines_per_accepted"] == 1, mode
+        assert 0 < figures["log_bytes_per_accepted"] <= 300, mode
+        costs = results["cost_per_million"][mode]
+        assert costs["postback"]["total"] > costs["baseline"]["total"]
+        # The same I/O on both sides: the ledger's writes are priced for both with on, neither with off.
+        assert costs["postback"]["dynamodb_writes"] == costs["baseline"]["dynamodb_writes"]
+        assert (costs["postback"]["dynamodb_writes"] > 0) == (mode == "on")
+    assert results["warm"]["modes"]["on"]["ledger_items_after"] > 0
 
     table = (tmp_path / "RESULTS.md").read_text()
-    assert "| Whole first invocation, postback (wall ms) |" in table
+    for title in ("## OrderConfirmation=off", "## OrderConfirmation=on", "## Both modes"):
+        assert title in table
+    assert table.count("| Whole first invocation (wall ms) |") == 2
     assert "Cost per million postbacks" in table
     assert table in finished.stdout
