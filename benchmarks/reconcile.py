@@ -1,0 +1,762 @@
+"""``make bench``: what reconciliation costs, and the cadence each session gets.
+
+1. Cost. A scripted trading day at the project's Kite simulator (over HTTP), spread over several
+   users, each with a session stored as the callback stores it, in a moto server (over HTTP) with
+   the template's queue, ledger table and secrets. The postbacks the day did not drop go, in
+   Kite's sending order, through the postback function's own handler (as Lambda calls it). Then
+   the real :class:`kitehooks.orders.reconcile.Reconciler`, wired as ``functions/reconciler`` wires
+   it, runs twice: the first run after the day, then a second one with nothing new. Scenarios:
+   every postback delivered, 20% dropped, and OrderConfirmation=off (the postback path records
+   nothing, so the reconciler's work does not depend on which postbacks arrived: they are not
+   replayed). Counted: Kite calls at the simulator (``GET /orders``, ``GET /orders/{id}``),
+   DynamoDB, SQS and Secrets Manager requests (botocore's ``before-send``, one per HTTP request),
+   wall time with the Kite pacing rate set high (``BENCH_RATE``), and the wall time the template's
+   default rate would give, replayed from the measured gaps between Kite calls.
+2. Cadence at 100, 1,000 and 10,000 sessions with the template's defaults (interval, Timeout,
+   rate): the real :func:`kitehooks.orders.schedule.polling_order` and the reconciler's own stop
+   rule (a session is started only with ``SESSION_STEP_SECONDS`` left) over a simulated clock, one
+   run a minute through a trading day, each session's poll costing its Kite calls at the pacing
+   rate (a model: no Kite and no AWS are called in this part).
+
+Writes the table to stdout and benchmarks/RECONCILE.md, every figure to benchmarks/reconcile.json.
+Environment: BENCH_QUICK=1 (a smoke run: a few orders, short days), BENCH_RECONCILE_ORDERS and
+BENCH_RECONCILE_USERS (per scenario), BENCH_RATE (Kite calls/s for the measured runs),
+BENCH_OUTPUT (folder for RECONCILE.md and reconcile.json).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.util
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+TEMPLATE = ROOT / "template.yaml"
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+ORDERS = int(os.environ.get("BENCH_RECONCILE_ORDERS", "12" if QUICK else "400"))
+USERS = int(os.environ.get("BENCH_RECONCILE_USERS", "3" if QUICK else "20"))
+# High enough that the pacer never waits: the measured wall time is the work, not the pacing.
+BENCH_RATE = float(os.environ.get("BENCH_RATE", "1000"))
+OUTPUT = Path(os.environ.get("BENCH_OUTPUT") or BENCH)
+REGION = "ap-south-1"
+API_KEY, API_SECRET = "bench_api_key", "bench-api-secret-r3c0nc1l"
+PREFIX = "bench/sessions"
+SEED = 7
+
+# The cadence model: sessions, the share of them with open orders, and what one poll costs.
+CADENCE_SESSIONS = (100, 1_000, 10_000)
+OPEN_SHARE = 0.10
+# A session with open orders costs its GET /orders, and one order's history too when an order
+# moved since the last poll and its postback was lost or it moved twice: both are modelled. One
+# without open orders costs its GET /orders alone.
+CALLS_OPEN_SESSION = (1, 2)
+CALLS_IDLE_SESSION = 1
+# Listing the sessions at the start of a run: Secrets Manager's ListSecrets returns 100 names a
+# page. Assumed AWS latency per page (not measured here: moto is local).
+LIST_PAGE_SECONDS = 0.1
+LIST_PAGE_SIZE = 100
+TRADING_MINUTES = 30 if QUICK else 7 * 60  # 09:00-15:59 IST: the template's default hours
+
+
+# --------------------------------------------------------------------------------------------
+# The emulator, the simulator and the functions
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server in its own process: the emulator's CPU is not this process's."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _set_environment(endpoint: str) -> None:
+    """boto3 and Powertools as the template sets them for every function; the log level is
+    WARNING so that a few thousand postbacks print nothing (it changes no request)."""
+    for name in [name for name in os.environ if name.startswith(("AWS_", "POWERTOOLS_", "KITE_"))]:
+        del os.environ[name]
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION=REGION,
+        AWS_DEFAULT_REGION=REGION,
+        POWERTOOLS_SERVICE_NAME="kitehooks",
+        POWERTOOLS_METRICS_NAMESPACE="kitehooks",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+    )
+
+
+def _load_function(name: str) -> ModuleType:
+    """``functions/<name>/app.py`` under a module name of its own (every handler is ``app``)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"bench_function_{name}_{uuid.uuid4().hex[:6]}", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reset_layer_caches() -> None:
+    """A new container's view: settings and clients read again from the environment."""
+    from kitehooks import aws, config, credentials
+    from kitehooks.orders import settings
+    from kitehooks.postbacks import receiver
+
+    for cached in (
+        config.credentials_settings,
+        config.postback_settings,
+        config.session_settings,
+        credentials.credentials_store,
+        receiver.receiver,
+        settings.reconciler_settings,
+        aws.sqs_client,
+        aws.s3_client,
+        aws.secretsmanager_client,
+        aws.dynamodb_client,
+        aws.events_client,
+    ):
+        cached.cache_clear()
+
+
+@dataclass
+class AwsRequests:
+    """Every HTTP request the layer's boto3 clients send, by service and operation."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def watch(self, client: Any) -> None:
+        # One registration per client, however many runs watch it.
+        client.meta.events.register("before-send", self._count, unique_id=f"bench-requests-{id(self)}")
+
+    def _count(self, event_name: str, **details: Any) -> None:
+        # before-send.<service>.<Operation>: once per HTTP request, retries included.
+        _event, service, operation = event_name.split(".", 2)
+        self.counts[f"{service}.{operation}"] += 1
+
+    def service(self, name: str) -> int:
+        return sum(count for key, count in self.counts.items() if key.startswith(f"{name}."))
+
+    def clear(self) -> None:
+        self.counts.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# 1. What a run costs
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    drop_share: float
+    order_confirmation: bool
+
+
+SCENARIOS = (
+    Scenario("all_delivered", "every postback delivered", 0.0, True),
+    Scenario("dropped_20", "20% of postbacks dropped", 0.2, True),
+    Scenario("confirmation_off", "OrderConfirmation=off (20% dropped)", 0.2, False),
+)
+
+
+def _store_sessions(sim: Any, users: Sequence[str]) -> None:
+    """A live session at the simulator for each user, stored as the callback stores it."""
+    from kitehooks import aws
+    from kitehooks.sessions.store import SessionStore, new_session
+
+    store = SessionStore(aws.secretsmanager_client(), PREFIX)
+    now = datetime.datetime.now(datetime.UTC)
+    for user_id in users:
+        grant = sim.mint_session(user_id)
+        store.put(
+            new_session(
+                user_id,
+                grant["user_name"],
+                API_KEY,
+                grant["access_token"],
+                grant["public_token"],
+                grant["refresh_token"],
+                grant["login_time"],
+                now,
+            )
+        )
+
+
+def _deliver_postbacks(postbacks: Sequence[Any], ledger_table: str, stack: Mapping[str, Any]) -> int:
+    """Each postback the day did not drop, in sending order, through the postback function's
+    handler; how many it answered 200."""
+    from local.samples import http_api_event
+
+    os.environ.update(
+        ORDER_UPDATES_QUEUE_URL=stack["OrderUpdatesQueue"]["Ref"],
+        UNDELIVERED_BUCKET=stack["UndeliveredPostbacksBucket"]["Ref"],
+        API_CREDENTIALS_SECRET_ID=stack["ApiCredentialsSecret"]["Ref"],
+        ORDER_LEDGER_TABLE=ledger_table,
+    )
+    _reset_layer_caches()
+    app = _load_function("postback")
+    accepted = 0
+    context = _Context()
+    # The metrics lines the handler prints are not wanted among the benchmark's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        for number, postback in enumerate(postbacks):
+            event = http_api_event("POST", "/postback", postback.body, request_id=f"bench-{number}")
+            accepted += app.handler(event, context)["statusCode"] == 200
+    return accepted
+
+
+@dataclass
+class _Context:
+    """The attributes of Lambda's context object that Powertools and the deadline read."""
+
+    function_name: str = "kitehooks-bench"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:ap-south-1:123456789012:function:kitehooks-bench"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def _reconcile_run(
+    sim: Any, stack: Mapping[str, Any], requests: AwsRequests, default_rate: float
+) -> dict[str, Any]:
+    """One run of the real Reconciler, wired as functions/reconciler wires it, at BENCH_RATE."""
+    from kitehooks import aws, clock
+    from kitehooks.credentials import api_credentials
+    from kitehooks.deadline import Deadline
+    from kitehooks.kite.client import KiteClient
+    from kitehooks.orders.ledger import OrderLedger
+    from kitehooks.orders.reconcile import Reconciler
+    from kitehooks.orders.schedule import PollRecords
+    from kitehooks.orders.settings import reconciler_settings
+    from kitehooks.sessions.admin import Pacer
+    from kitehooks.sessions.store import SessionStore
+
+    settings = reconciler_settings()
+    deadline = Deadline.after(600)
+    credentials = api_credentials()
+    dynamodb = aws.dynamodb_client()
+    dead: list[str] = []
+    reconciler = Reconciler(
+        store=SessionStore(aws.secretsmanager_client(), settings.session_prefix),
+        ledger=OrderLedger(dynamodb, settings.order_ledger_table),
+        polls=PollRecords(dynamodb, settings.order_ledger_table),
+        client=KiteClient.from_settings(settings.kite, credentials.api_key, deadline=deadline),
+        sqs=aws.sqs_client(),
+        queue_url=settings.queue_url,
+        events=aws.events_client(),
+        report_dead=dead.append,
+        deadline=deadline,
+        pacer=Pacer(BENCH_RATE),
+        now=clock.utc_now(),
+        grace=datetime.timedelta(seconds=settings.grace_seconds),
+    )
+    for client in (aws.dynamodb_client(), aws.sqs_client(), aws.secretsmanager_client(), aws.events_client()):
+        requests.watch(client)
+    requests.clear()
+    sim.clear_api_requests()
+    started = time.perf_counter()
+    summary = reconciler.run().detail()
+    wall = time.perf_counter() - started
+    kite = [request for request in sim.api_requests() if request.method == "GET"]
+    kite_starts = [request.received_at for request in kite]
+    return {
+        "summary": summary,
+        "wall_seconds": wall,
+        "wall_seconds_at_default_rate": _paced_wall(wall, kite_starts, default_rate),
+        "kite": {
+            "orders": sum(1 for request in kite if request.path == "/orders"),
+            "histories": sum(1 for request in kite if request.path.startswith("/orders/")),
+            "total": len(sim.api_requests()),
+        },
+        "aws": {
+            "dynamodb": requests.service("dynamodb"),
+            "sqs": requests.service("sqs"),
+            "secretsmanager": requests.service("secrets-manager"),
+            "events": requests.service("eventbridge"),
+            "by_operation": dict(sorted(requests.counts.items())),
+        },
+    }
+
+
+def _paced_wall(wall: float, starts: Sequence[float], rate: float) -> float:
+    """The run's wall time had the pacer allowed ``rate`` calls a second: each Kite call starts
+    one interval after the previous one, or as late as the work between them made it (measured
+    at BENCH_RATE, where the pacer never waited)."""
+    if len(starts) < 2:
+        return wall
+    interval = 1.0 / rate
+    paced = sum(max(interval, later - earlier) for earlier, later in itertools.pairwise(starts))
+    return wall - (starts[-1] - starts[0]) + paced
+
+
+def measure_scenario(scenario: Scenario, endpoint: str, default_rate: float) -> dict[str, Any]:
+    from local.kite_orders import IST, trading_day
+    from local.kite_simulator import KiteSimulator
+    from local.provision import provision
+
+    stack: dict[str, Any] = provision(
+        TEMPLATE,
+        stack_name=f"bench{uuid.uuid4().hex[:6]}",
+        region=REGION,
+        secret_values={"ApiCredentialsSecret": json.dumps({"api_key": API_KEY, "api_secret": API_SECRET})},
+    )
+    ledger_table = stack["OrderLedgerTable"]["Ref"]
+    users = [f"BR{index:04d}" for index in range(USERS)]
+    with KiteSimulator(
+        api_key=API_KEY, api_secret=API_SECRET, redirect_url="https://kitehooks.example/callback"
+    ) as sim:
+        _reset_layer_caches()
+        _store_sessions(sim, users)
+        # Kite's timestamps end hours ago: every state is past the reconciler's grace.
+        start = (datetime.datetime.now(IST) - datetime.timedelta(hours=4)).strftime("%Y-%m-%d %H:%M:%S")
+        played = time.perf_counter()
+        # No postback URL: the book still draws its drops; what it would have sent is replayed below.
+        day = trading_day(
+            sim.orders, orders=ORDERS, seed=SEED, drop_share=scenario.drop_share, start=start, users=users
+        )
+        sent = [postback for postback in day.postbacks if postback.outcome == "no_url"]
+        accepted = _deliver_postbacks(sent, ledger_table, stack) if scenario.order_confirmation else 0
+        played = time.perf_counter() - played
+        os.environ.update(
+            API_CREDENTIALS_SECRET_ID=stack["ApiCredentialsSecret"]["Ref"],
+            KITE_API_ROOT=sim.url,
+            SESSION_PREFIX=PREFIX,
+            ORDER_UPDATES_QUEUE_URL=stack["OrderUpdatesQueue"]["Ref"],
+            # The reconciler reads and writes the ledger in both modes.
+            ORDER_LEDGER_TABLE=ledger_table,
+            RECONCILER_GRACE_SECONDS="60",
+        )
+        _reset_layer_caches()
+        requests = AwsRequests()
+        runs = [_reconcile_run(sim, stack, requests, default_rate) for _ in range(2)]
+    return {
+        "title": scenario.title,
+        "drop_share": scenario.drop_share,
+        "order_confirmation": "on" if scenario.order_confirmation else "off",
+        "orders": len(day.order_ids),
+        "users": len(users),
+        "states": day.states,
+        "postbacks": {
+            "sent_by_kite": len(day.postbacks),
+            "dropped": sum(1 for postback in day.postbacks if postback.outcome == "dropped"),
+            "through_postback_function": len(sent) if scenario.order_confirmation else 0,
+            "accepted": accepted,
+        },
+        "setup_seconds": played,
+        "first_run": runs[0],
+        "second_run": runs[1],
+    }
+
+
+def per_thousand(run: Mapping[str, Any], orders: int) -> dict[str, float]:
+    scale = 1000 / orders
+    return {
+        "kite_calls": run["summary"]["kite_calls"] * scale,
+        "get_orders": run["kite"]["orders"] * scale,
+        "get_order_history": run["kite"]["histories"] * scale,
+        "dynamodb_requests": run["aws"]["dynamodb"] * scale,
+        "sqs_requests": run["aws"]["sqs"] * scale,
+        "secretsmanager_requests": run["aws"]["secretsmanager"] * scale,
+        "wall_seconds": run["wall_seconds"] * scale,
+        "wall_seconds_at_default_rate": run["wall_seconds_at_default_rate"] * scale,
+        "recovered": run["summary"]["recovered"] * scale,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 2. The cadence each session gets
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The template's defaults that set a run's reach."""
+
+    interval_minutes: int
+    timeout_seconds: float
+    requests_per_second: float
+    answer_margin_seconds: float
+    session_step_seconds: float
+    max_requests_per_second: float
+
+    @property
+    def run_seconds(self) -> float:
+        return self.timeout_seconds - self.answer_margin_seconds
+
+
+def template_defaults() -> Defaults:
+    from kitehooks.orders.reconcile import SESSION_STEP_SECONDS
+    from local.gateway.template import load_template
+
+    template = load_template(TEMPLATE)
+    parameters = template["Parameters"]
+    reconciler_app = _load_function("reconciler")
+    return Defaults(
+        interval_minutes=int(parameters["ReconcilerIntervalMinutes"]["Default"]),
+        timeout_seconds=float(template["Resources"]["ReconcilerFunction"]["Properties"]["Timeout"]),
+        requests_per_second=float(parameters["ReconcilerRequestsPerSecond"]["Default"]),
+        answer_margin_seconds=float(reconciler_app.ANSWER_MARGIN_SECONDS),
+        session_step_seconds=SESSION_STEP_SECONDS,
+        max_requests_per_second=float(parameters["ReconcilerRequestsPerSecond"]["MaxValue"]),
+    )
+
+
+@dataclass(frozen=True)
+class CadenceCase:
+    sessions: int
+    rate: float
+    calls_open_session: int
+
+
+def cadence_cases(defaults: Defaults) -> list[CadenceCase]:
+    """Every size at the default rate, with both costs of a session with open orders; the
+    largest also at the highest rate the template allows."""
+    cases = [
+        CadenceCase(sessions, defaults.requests_per_second, calls)
+        for sessions in CADENCE_SESSIONS
+        for calls in CALLS_OPEN_SESSION
+    ]
+    cases.append(
+        CadenceCase(max(CADENCE_SESSIONS), defaults.max_requests_per_second, min(CALLS_OPEN_SESSION))
+    )
+    return cases
+
+
+def cadence(case: CadenceCase, defaults: Defaults, minutes: int) -> dict[str, Any]:
+    """Runs every ``interval`` minutes over ``minutes`` of a trading day. Each run orders the
+    sessions with the real ``polling_order`` from the poll records the runs before it left, starts
+    the next session only while ``session_step_seconds`` of its ``run_seconds`` remain (as the
+    reconciler does), and spends ``calls / rate`` seconds on each session polled: the pacer's slot
+    for each Kite call, inside which the session's few AWS requests fit (see the measured work
+    per session)."""
+    from kitehooks.orders.schedule import PollRecord, polling_order
+
+    sessions, rate = case.sessions, case.rate
+    rng = random.Random(SEED)  # noqa: S311 - a reproducible choice of sessions
+    user_ids = [f"U{index:05d}" for index in range(sessions)]
+    with_open = set(rng.sample(user_ids, round(sessions * OPEN_SHARE)))
+    polls: dict[str, PollRecord] = {}
+    polled_at: dict[str, list[float]] = {user_id: [] for user_id in user_ids}
+    per_run: list[int] = []
+    list_seconds = math.ceil(sessions / LIST_PAGE_SIZE) * LIST_PAGE_SECONDS
+    interval = defaults.interval_minutes * 60
+    for run_start in range(0, minutes * 60, interval):
+        # Postbacks keep coming for the sessions with open orders: each is urgent on its own too.
+        touched = {user_id: run_start for user_id in with_open}
+        elapsed = list_seconds
+        reached = 0
+        for user_id in polling_order(user_ids, polls, touched):
+            if defaults.run_seconds - elapsed < defaults.session_step_seconds:
+                break
+            calls = case.calls_open_session if user_id in with_open else CALLS_IDLE_SESSION
+            elapsed += calls / rate
+            reached += 1
+            # The reconciler records each poll at its run's start time.
+            polls[user_id] = PollRecord(user_id, run_start, user_id in with_open)
+            polled_at[user_id].append(run_start / 60)
+        per_run.append(reached)
+    day_end = minutes
+    figures: dict[str, Any] = {
+        "sessions": sessions,
+        "rate": rate,
+        "calls_open_session": case.calls_open_session,
+        "with_open_orders": len(with_open),
+        "sessions_per_run": {"median": statistics.median(per_run), "min": min(per_run), "max": max(per_run)},
+        "minutes_until_all_polled_once": _all_polled_once(polled_at),
+    }
+    for kind, members in (("open", with_open), ("idle", set(user_ids) - with_open)):
+        gaps: list[float] = []
+        never_again = 0
+        for user_id in members:
+            times = polled_at[user_id]
+            gaps.extend(later - earlier for earlier, later in itertools.pairwise(times))
+            if len(times) <= 1:
+                never_again += 1
+        tails = [day_end - polled_at[user_id][-1] for user_id in members if polled_at[user_id]]
+        figures[kind] = {
+            "median_gap_minutes": statistics.median(gaps) if gaps else None,
+            "worst_gap_minutes": max(gaps) if gaps else None,
+            # A session left after its last poll until the day's end: its gap is at least this.
+            "longest_unpolled_at_close_minutes": max(tails, default=None),
+            "polled_at_most_once": never_again,
+            "never_polled": sum(1 for user_id in members if not polled_at[user_id]),
+        }
+    return figures
+
+
+def _all_polled_once(polled_at: Mapping[str, list[float]]) -> float | None:
+    if any(not times for times in polled_at.values()):
+        return None
+    return max(times[0] for times in polled_at.values())
+
+
+def capacity(defaults: Defaults, rate: float, sessions: int, calls_open_session: int) -> dict[str, float]:
+    """How many sessions one run can poll, from the same rule the model applies."""
+    usable = defaults.run_seconds - math.ceil(sessions / LIST_PAGE_SIZE) * LIST_PAGE_SECONDS
+    # The last session starts with session_step_seconds left and its calls fit in them.
+    usable -= defaults.session_step_seconds
+    return {
+        "open_sessions_per_run": max(0.0, usable) * rate / calls_open_session + 1,
+        "idle_sessions_per_run": max(0.0, usable) * rate / CALLS_IDLE_SESSION + 1,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def render(results: Mapping[str, Any]) -> str:
+    defaults = results["defaults"]
+    machine = results["machine"]
+    lines = [
+        "# Reconciliation cost and cadence",
+        "",
+        f"`make bench` ({'quick run' if results['quick'] else 'full run'}), {results['date']}, on "
+        f"{machine['cpu']} ({machine['cores']} cores, shared), Python {machine['python']}, "
+        f"{machine['system']}. Kite: the project's simulator over HTTP; AWS: a moto server over HTTP.",
+        "",
+        "## 1. What a run costs, per 1,000 orders",
+        "",
+        f"Each scenario: one scripted day of {results['orders']} orders over {results['users']} users "
+        f"(figures scaled to 1,000 orders; {results['orders']} orders per scenario keep the whole "
+        "benchmark near 90 s on this machine, because the postbacks of the day go through the postback "
+        "function and moto first). Measured with the Kite pacing rate at "
+        f"{results['bench_rate']:g} calls/s, so that the pacer never waits; the last column replays "
+        f"the same calls at the template's default of {defaults['requests_per_second']:g} calls/s.",
+        "",
+        "| Scenario | run | Kite calls | GET /orders | GET /orders/{id} | DynamoDB | SQS | "
+        "Secrets Manager | states recovered | wall s (fast pacing) | wall s at "
+        f"{defaults['requests_per_second']:g}/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in results["scenarios"].values():
+        for run in ("first_run", "second_run"):
+            figures = scenario["per_1000_orders"][run]
+            lines.append(
+                f"| {scenario['title']} | {'after the day' if run == 'first_run' else 'next, nothing new'} | "
+                f"{_number(figures['kite_calls'])} | {_number(figures['get_orders'])} | "
+                f"{_number(figures['get_order_history'])} | {_number(figures['dynamodb_requests'])} | "
+                f"{_number(figures['sqs_requests'])} | {_number(figures['secretsmanager_requests'])} | "
+                f"{_number(figures['recovered'])} | {_number(figures['wall_seconds'], 1)} | "
+                f"{_number(figures['wall_seconds_at_default_rate'], 1)} |"
+            )
+    lines += [
+        "",
+        f"GET /orders is one per session per run ({results['users']} sessions, so "
+        f"{_number(1000 * results['users'] / results['orders'])} per 1,000 orders here: it depends on the "
+        "sessions, not the orders). The first run after the day judges every claim the day's postbacks "
+        "left: an order whose book state is the one its postbacks claimed needs no history, an order "
+        "with two or more claims (it moved more than once since the last run) needs its history. With "
+        "a run every minute, claims are judged as they come, so a day where every postback arrived "
+        "costs between the two rows: one GET /orders per session and a history only for an order that "
+        "moved twice within a minute. A lost postback costs its order's history and one SQS send per "
+        "state recovered. OrderConfirmation=off has no claims and no ledger of what postbacks "
+        "delivered: every order's state is new to the reconciler, so each order costs its history "
+        "once and every state is sent once more (SQS's deduplication window drops the copies).",
+        "",
+        "## 2. The cadence each session gets",
+        "",
+        f"Model over a simulated clock: the real `orders/schedule.py` `polling_order` and the "
+        f"reconciler's stop rule, with the template's defaults: a run every {defaults['interval_minutes']} "
+        f"min, Timeout {defaults['timeout_seconds']:g} s less the {defaults['answer_margin_seconds']:g} s "
+        f"answer margin, a session started only with {defaults['session_step_seconds']:g} s left, "
+        f"{defaults['requests_per_second']:g} Kite calls/s. {OPEN_SHARE:.0%} of the sessions have open "
+        "orders all day (and postbacks), and cost 1 Kite call a poll (GET /orders: every postback "
+        "arrived and each order moved at most once since the last poll) or 2 (an order's history "
+        f"too); the others cost {CALLS_IDLE_SESSION}. Each call takes its pacing slot (1/rate s); "
+        "the session's AWS requests fit inside it (measured here: "
+        f"{results['work_ms_per_session']:.0f} ms of work per session polled against the local "
+        "emulator, Kite included, against the 200 ms slot at 5/s). Listing the sessions at the start "
+        f"of a run costs {LIST_PAGE_SECONDS:g} s per {LIST_PAGE_SIZE} (assumed Secrets Manager "
+        f"latency). {results['cadence_minutes']} minutes of runs (the default hours, 09:00-15:59 IST); "
+        "the worst gaps include the opening minutes, when every session is new and first in line.",
+        "",
+        "| Sessions | rate | Kite calls per poll with open orders | sessions per run (median) | "
+        "all polled once after (min) | open orders: median / worst gap (min) | no open orders: median "
+        "/ worst gap (min) | no open orders: not polled again after the first poll |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["cadence"]:
+        idle = row["sessions"] - row["with_open_orders"]
+        lines.append(
+            f"| {row['sessions']:,} | {row['rate']:g}/s | {row['calls_open_session']} | "
+            f"{_number(row['sessions_per_run']['median'])} | "
+            f"{_number(row['minutes_until_all_polled_once'])} | "
+            f"{_number(row['open']['median_gap_minutes'])} / {_number(row['open']['worst_gap_minutes'])} | "
+            f"{_number(row['idle']['median_gap_minutes'])} / {_number(row['idle']['worst_gap_minutes'])} | "
+            f"{row['idle']['polled_at_most_once']:,} of {idle:,} |"
+        )
+    lines += ["", *results["verdict"], ""]
+    return "\n".join(lines)
+
+
+def verdict(rows: Sequence[Mapping[str, Any]], defaults: Defaults) -> list[str]:
+    """Plain words on what the defaults can and cannot do, from the model's figures."""
+    best = min(CALLS_OPEN_SESSION)
+    at_default = [
+        row
+        for row in rows
+        if row["rate"] == defaults.requests_per_second and row["calls_open_session"] == best
+    ]
+    largest = max(at_default, key=lambda row: row["sessions"])
+    reach = capacity(defaults, defaults.requests_per_second, largest["sessions"], best)
+    words = [
+        f"One run at the defaults polls at most ~{reach['idle_sessions_per_run']:,.0f} sessions "
+        f"({defaults.requests_per_second:g} calls/s over a {defaults.run_seconds:g} s run, less listing "
+        f"{largest['sessions']:,} sessions and the last {defaults.session_step_seconds:g} s).",
+    ]
+    for row in sorted(at_default, key=lambda row: row["sessions"]):
+        gap = row["open"]["median_gap_minutes"]
+        if gap is not None and gap <= defaults.interval_minutes:
+            words.append(
+                f"At {row['sessions']:,} sessions the defaults poll each session with open orders every "
+                f"{_number(gap)} min (median, when each costs one call)."
+            )
+        else:
+            words.append(
+                f"At {row['sessions']:,} sessions ({row['with_open_orders']:,} with open orders) the "
+                "defaults cannot poll every session with open orders each minute, even when each costs "
+                f"one call: each is polled every {_number(gap)} min (median; worst "
+                f"{_number(row['open']['worst_gap_minutes'])})."
+            )
+    words.append(
+        "Sessions with open orders (or a postback since their last poll) always come first, so when they "
+        "alone fill a run, a session without open orders is not polled again after its first poll that "
+        "day (last column): a postback it receives makes it urgent again, a lost one waits."
+    )
+    words.append(
+        f"What a user can change: ReconcilerRequestsPerSecond (up to {defaults.max_requests_per_second:g}; "
+        "Kite's 10/s per api_key is shared with the app's own calls) raises a run's reach in proportion "
+        "(the last row); a longer ReconcilerIntervalMinutes does not (the Timeout stays "
+        f"{defaults.timeout_seconds:g} s, so fewer runs reach fewer sessions an hour). Polling 1,000 "
+        "sessions with open orders every minute needs about 1,000 Kite calls in a run's ~37 s, over "
+        "25/s: more than Kite allows one api_key, so beyond a few hundred active sessions the users "
+        "have to be split over more than one Kite app (api_key), each with its own stack."
+    )
+    return words
+
+
+def main() -> int:
+    from kitehooks.orders.settings import DEFAULT_REQUESTS_PER_SECOND
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": QUICK,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}",
+        },
+        "orders": ORDERS,
+        "users": USERS,
+        "bench_rate": BENCH_RATE,
+    }
+    with moto_server() as endpoint:
+        _set_environment(endpoint)
+        defaults = template_defaults()
+        if defaults.requests_per_second != DEFAULT_REQUESTS_PER_SECOND:
+            print(
+                f"note: the template's rate ({defaults.requests_per_second:g}/s) differs from the "
+                f"code's default ({DEFAULT_REQUESTS_PER_SECOND:g}/s); the template's is used"
+            )
+        results["defaults"] = {**defaults.__dict__, "run_seconds": defaults.run_seconds}
+        scenarios: dict[str, Any] = {}
+        for scenario in SCENARIOS:
+            measured = measure_scenario(scenario, endpoint, defaults.requests_per_second)
+            measured["per_1000_orders"] = {
+                run: per_thousand(measured[run], measured["orders"]) for run in ("first_run", "second_run")
+            }
+            scenarios[scenario.name] = measured
+            print(
+                f"measured {scenario.title}: {measured['orders']} orders, setup "
+                f"{measured['setup_seconds']:.1f} s, runs {measured['first_run']['wall_seconds']:.1f} s and "
+                f"{measured['second_run']['wall_seconds']:.1f} s",
+                flush=True,
+            )
+        results["scenarios"] = scenarios
+    minutes = TRADING_MINUTES
+    rows = [cadence(case, defaults, minutes) for case in cadence_cases(defaults)]
+    # What one poll of a session took here at BENCH_RATE, with nothing new: the second runs.
+    seconds = [scenario["second_run"]["wall_seconds"] for scenario in scenarios.values()]
+    results["work_ms_per_session"] = 1000 * statistics.median(seconds) / USERS
+    results["cadence_minutes"] = minutes
+    results["cadence_model"] = {
+        "open_share": OPEN_SHARE,
+        "calls_open_session": CALLS_OPEN_SESSION,
+        "calls_idle_session": CALLS_IDLE_SESSION,
+        "list_page_seconds": LIST_PAGE_SECONDS,
+        "list_page_size": LIST_PAGE_SIZE,
+    }
+    results["cadence"] = rows
+    results["capacity"] = {
+        f"{sessions} sessions, {calls} call(s) per poll with open orders": capacity(
+            defaults, defaults.requests_per_second, sessions, calls
+        )
+        for sessions in CADENCE_SESSIONS
+        for calls in CALLS_OPEN_SESSION
+    }
+    results["verdict"] = verdict(rows, defaults)
+    results["benchmark_seconds"] = time.perf_counter() - started
+    table = render(results)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    (OUTPUT / "RECONCILE.md").write_text(table)
+    (OUTPUT / "reconcile.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(table)
+    print(f"({results['benchmark_seconds']:.0f} s; written to {OUTPUT / 'RECONCILE.md'} and reconcile.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
