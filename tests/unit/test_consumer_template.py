@@ -54,14 +54,22 @@ def test_the_example_consumer_is_off_by_default_and_deployed_only_when_on() -> N
     # Why off: the queue's messages go to one reader.
     assert "your own systems read the" in parameter["Description"]
     assert TEMPLATE["Conditions"]["HasExampleConsumer"] == {"Fn::Equals": [{"Ref": "ExampleConsumer"}, "on"]}
-    conditioned = {lid for lid, r in RESOURCES.items() if r.get("Condition") == "HasExampleConsumer"}
+    conditioned = {
+        lid
+        for lid, r in RESOURCES.items()
+        if r.get("Condition") in ("HasExampleConsumer", "HasExampleConsumerAlarm")
+    }
     assert conditioned == CONSUMER_RESOURCES
+    # Its alarm only with an e-mail to send it to, like every other alarm.
+    assert TEMPLATE["Conditions"]["HasExampleConsumerAlarm"] == {
+        "Fn::And": [{"Condition": "HasAlarmEmail"}, {"Condition": "HasExampleConsumer"}]
+    }
 
 
 def test_nothing_deployed_without_the_consumer_names_its_resources() -> None:
     # A Ref to a resource whose condition is false fails the whole stack.
     for logical_id, resource in RESOURCES.items():
-        if resource.get("Condition") == "HasExampleConsumer":
+        if resource.get("Condition") in ("HasExampleConsumer", "HasExampleConsumerAlarm"):
             continue
         named = references(resource.get("Properties", {})) & CONSUMER_RESOURCES
         assert not named, f"{logical_id} names {named}"
@@ -181,13 +189,12 @@ def test_the_queue_outlasts_the_consumers_timeout_and_dead_letters_after_five_re
     assert "five receives" in RESOURCES["ConsumerErrorsAlarm"]["Properties"]["AlarmDescription"]
 
 
-def test_the_consumer_errors_alarm_watches_the_consumer_and_mails_only_with_an_email() -> None:
+def test_the_consumer_errors_alarm_watches_the_consumer_and_exists_only_with_an_email() -> None:
     alarm = RESOURCES["ConsumerErrorsAlarm"]["Properties"]
     assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", "Errors")
     assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "ConsumerFunction"}}]
-    assert alarm["AlarmActions"] == {
-        "Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]
-    }
+    assert RESOURCES["ConsumerErrorsAlarm"]["Condition"] == "HasExampleConsumerAlarm"
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
 @pytest.fixture

@@ -216,6 +216,10 @@ def truth(expression: dict[str, Any], parameters: dict[str, str]) -> bool:
         return not truth(argument[0], parameters)
     if function == "Fn::Equals":
         return bool(evaluate(argument[0], parameters) == evaluate(argument[1], parameters))
+    if function == "Fn::And":
+        return all(truth(part, parameters) for part in argument)
+    if function == "Fn::Or":
+        return any(truth(part, parameters) for part in argument)
     raise AssertionError(f"{function} is not evaluated by these tests")
 
 
@@ -344,7 +348,8 @@ def lambda_errors_alarm(function: str, parameters: dict[str, str]) -> dict[str, 
     return None
 
 
-WITH_EMAIL = parameter_values(AlarmEmail="ops@example.com")
+# The example consumer is off by default; on here so that its alarm is checked with the others.
+WITH_EMAIL = parameter_values(AlarmEmail="ops@example.com", ExampleConsumer="on")
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
@@ -357,7 +362,8 @@ def test_every_function_has_an_errors_alarm_when_an_email_is_given(function: str
         "GreaterThanThreshold",
     )
     assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
-    assert lambda_errors_alarm(function, parameter_values()) is None  # no e-mail: no alarms, no topic
+    # No e-mail: no alarms, no topic.
+    assert lambda_errors_alarm(function, parameter_values(ExampleConsumer="on")) is None
 
 
 def test_no_alarm_or_topic_without_an_email() -> None:
