@@ -135,7 +135,7 @@ class PostbackReceiver:
             self._record(self._ledger, verified, deadline, about, received_at)
 
         # The one line of an accepted postback, counted as PostbackEnqueued by a metric filter.
-        # (SQS's MessageId is left out: the deduplication id, sha256 of the body, finds the message.)
+        # (SQS's MessageId is left out: the deduplication id, sha256 of the order state, finds the message.)
         count_enqueued(about)
         return Outcome(200, {"status": "queued", "order_id": verified.order_id})
 
