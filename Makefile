@@ -70,6 +70,7 @@ browser-test: $(STAMP) ## the login pages in headless Chromium against the local
 
 bench: $(STAMP) ## the postback path against a minimal baseline: first invocation, warm CPU, log bytes, layer, cost (benchmarks/RESULTS.md)
 	$(RUN) benchmarks/postback.py
+	$(RUN) benchmarks/reconcile.py
 
 build: $(STAMP) ## sam build
 	$(BIN)/sam build
