@@ -68,7 +68,7 @@ browser-test: $(STAMP) ## the login pages in headless Chromium against the local
 	fi; \
 	$(BIN)/pytest tests/browser
 
-bench: $(STAMP) ## the postback path against a minimal baseline: first invocation, warm CPU, log bytes, layer, cost (benchmarks/RESULTS.md)
+bench: $(STAMP) ## the postback path in both OrderConfirmation modes, each against a baseline with the same I/O: first invocation, warm CPU, log bytes, layer, cost (benchmarks/RESULTS.md)
 	$(RUN) benchmarks/postback.py
 	$(RUN) benchmarks/reconcile.py
 
