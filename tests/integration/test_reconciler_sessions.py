@@ -7,20 +7,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import pytest
 
 from kitehooks.deadline import Deadline
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
-from tests.conftest import FakeLambdaContext, load_function
+from tests.conftest import FakeLambdaContext, closed_port, load_function
 from tests.integration.test_reconciler import (
     UNCONFIRMED,
     EventCapture,
     World,
     event_capture,
     expected_sequences,
+    reset_caches,
     sequences,
     state_key,
     world_with,
@@ -132,3 +135,71 @@ def test_two_runs_at_once_send_nothing_twice_and_announce_once(world: World, eve
     assert mine["unconfirmed"] + theirs.unconfirmed == 1
     assert sequences(world.messages()) == expected_sequences(world, day)
     assert len(events.of_type(UNCONFIRMED)) == 1
+
+
+@dataclass
+class ShortContext(FakeLambdaContext):
+    """A Lambda context with little time left: the run's deadline comes after one session or two."""
+
+    remaining_ms: int = 30_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def polled_users(world: World) -> dict[str, int]:
+    items = boto3.client("dynamodb").query(
+        TableName=world.stack["OrderLedgerTable"]["Ref"],
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "sessions"}},
+    )["Items"]
+    return {item["sk"]["S"]: int(item["polled_at"]["N"]) for item in items}
+
+
+def test_sessions_a_run_did_not_reach_come_first_in_the_next(world: World) -> None:
+    users = ["AA1111", "BB2222", "CC3333", "DD4444"]
+    for user_id in users:
+        world.log_in(user_id)
+    world.day(orders=12, seed=2, drop_share=0.5, users=users)
+    world.sim.set_delay(0.6)  # each Kite call takes a while: one run reaches few sessions
+    app = load_function("reconciler")
+    short = ShortContext(remaining_ms=16_000)  # a deadline 11 s on: room for a session or two
+
+    first = app.handler({}, short)
+    assert first["not_reached"] > 0
+    assert first["polled"] + first["not_reached"] == len(users)
+    reached = set(polled_users(world))
+    assert len(reached) == first["polled"]
+
+    second = app.handler({}, short)
+    now_reached = set(polled_users(world)) - reached
+    # The sessions never polled go first: this run reached new ones, not the same again.
+    assert len(now_reached) == min(second["polled"], len(users) - len(reached)) > 0
+
+    world.sim.set_delay(0)
+    while len(polled_users(world)) < len(users):
+        app.handler({}, short)
+    last = app.handler({}, FakeLambdaContext())
+    assert last["not_reached"] == 0
+    assert last["recovered"] == 0  # everything was recovered across the runs
+
+
+def test_an_unconfirmed_update_not_announced_is_announced_by_a_later_run(
+    world: World, events: EventCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.log_in("AB1234")
+    world.day(orders=10, seed=8, forgeries=1)
+    # EventBridge unreachable for this run only.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", f"http://127.0.0.1:{closed_port()}")
+    reset_caches()
+    app = load_function("reconciler")
+    with pytest.raises(app.ReconcileFailed, match="1 unconfirmed order update"):
+        app.handler({}, FakeLambdaContext())
+    assert events.of_type(UNCONFIRMED) == []
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL_EVENTBRIDGE")
+    reset_caches()
+    summary = app.handler({}, FakeLambdaContext())
+    assert summary["unconfirmed"] == 1  # the claim was put back, and judged again
+    assert len(events.of_type(UNCONFIRMED)) == 1
+    assert app.handler({}, FakeLambdaContext())["unconfirmed"] == 0
