@@ -1,8 +1,9 @@
-"""A small Kite Connect HTTP client for the session endpoints, on ``requests``.
+"""A small Kite Connect HTTP client for the session endpoints and the order book, on ``requests``.
 
 Written here rather than taken from the official ``kiteconnect`` package: that package pulls in
 Twisted and autobahn for its ticker, far too much for a Lambda layer, and it retries nothing we
-would want retried anyway. Only the callback path imports this module.
+would want retried anyway. The callback, session and reconciler functions import this module;
+the postback path never does.
 
 A request_token works once, so nothing here retries: a read timeout may mean Kite consumed it.
 """

@@ -61,6 +61,8 @@ SESSION_STEP_SECONDS = 8.0
 # Kite answered 429: no call from this run for this long, then the same call again.
 RATE_LIMITED_PAUSE_SECONDS = 1.0
 SQS_SEND_SECONDS = 4.0
+# The asynchronous invoke of SessionFunction's check: one attempt's timeouts and some room.
+REPORT_DEAD_SECONDS = 5.0
 DEFAULT_GRACE_SECONDS = 60.0
 
 
@@ -153,7 +155,12 @@ class Reconciler:
         except kite.KiteTokenError:
             logger.info("session found dead at Kite; handed to the check", extra={"kite_user_id": user_id})
             self.summary.token_invalid.append(user_id)
-            self.report_dead(user_id)
+            try:
+                with self.deadline.limit(REPORT_DEAD_SECONDS):
+                    self.report_dead(user_id)
+            except DeadlineExceeded:
+                # The next run meets the same refusal and reports it again.
+                logger.warning("dead session not reported in time", extra={"kite_user_id": user_id})
             return
         except kite.KiteError as error:
             self._failed(user_id, str(error))
