@@ -203,3 +203,19 @@ def test_an_unconfirmed_update_not_announced_is_announced_by_a_later_run(
     assert summary["unconfirmed"] == 1  # the claim was put back, and judged again
     assert len(events.of_type(UNCONFIRMED)) == 1
     assert app.handler({}, FakeLambdaContext())["unconfirmed"] == 0
+
+
+def test_a_kite_failing_for_every_session_fails_each_one_and_not_the_run(world: World) -> None:
+    for user_id in ("AB1234", "CD5678"):
+        world.log_in(user_id)
+    world.day(orders=10, seed=6, drop_share=0.5, users=["AB1234", "CD5678"])
+    world.sim.set_html_errors(True)  # a proxy error page in place of Kite's JSON
+    summary = reconcile()
+    assert sorted(summary["failed"]) == ["AB1234", "CD5678"]
+    assert (summary["polled"], summary["recovered"], summary["token_invalid"]) == (0, 0, [])
+    assert world.session("AB1234")["status"] == "active"  # an error page is not a dead token
+    world.sim.set_html_errors(False)
+    again = reconcile()
+    assert again["failed"] == []
+    assert again["polled"] == 2
+    assert again["recovered"] > 0
