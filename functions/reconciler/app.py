@@ -12,7 +12,9 @@ be announced; one session's Kite error is logged and counted, and the run goes o
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -40,10 +42,25 @@ metrics = Metrics()
 # Every call ends this long before Lambda would stop the function, so the summary, its log line
 # and its metrics always leave.
 ANSWER_MARGIN_SECONDS = 5.0
+# Secrets Manager lists 100 sessions a call: at thousands of sessions the listing would take a
+# good part of every run. A warm container keeps it this long; a user who logged in meanwhile is
+# polled as soon as a postback of theirs is recorded, else from the next listing.
+LISTING_CACHE_SECONDS = 300.0
+# session prefix -> (monotonic time listed, user ids)
+_listing: dict[str, tuple[float, list[str]]] = {}
 
 
 class ReconcileFailed(RuntimeError):
     """The run could not start, or an unconfirmed update was not announced. Names no token."""
+
+
+def _listed_sessions(store: SessionStore, prefix: str) -> list[str]:
+    cached = _listing.get(prefix)
+    if cached is not None and time.monotonic() - cached[0] < LISTING_CACHE_SECONDS:
+        return cached[1]
+    user_ids = store.user_ids()
+    _listing[prefix] = (time.monotonic(), user_ids)
+    return user_ids
 
 
 def run(deadline: Deadline) -> RunSummary:
@@ -59,8 +76,9 @@ def run(deadline: Deadline) -> RunSummary:
         if settings.session_function:
             report_dead_session(user_id, settings.session_function)
 
+    store = SessionStore(aws.secretsmanager_client(), settings.session_prefix)
     reconciler = Reconciler(
-        store=SessionStore(aws.secretsmanager_client(), settings.session_prefix),
+        store=store,
         ledger=OrderLedger(dynamodb, settings.order_ledger_table),
         polls=PollRecords(dynamodb, settings.order_ledger_table),
         client=KiteClient.from_settings(settings.kite, credentials.api_key, deadline=deadline),
@@ -72,6 +90,7 @@ def run(deadline: Deadline) -> RunSummary:
         pacer=Pacer(settings.requests_per_second),
         now=clock.utc_now(),
         grace=timedelta(seconds=settings.grace_seconds),
+        list_sessions=partial(_listed_sessions, store, settings.session_prefix),
     )
     return reconciler.run()
 

@@ -219,3 +219,18 @@ def test_a_kite_failing_for_every_session_fails_each_one_and_not_the_run(world: 
     assert again["failed"] == []
     assert again["polled"] == 2
     assert again["recovered"] > 0
+
+
+def test_a_login_after_the_listing_is_polled_once_a_postback_of_its_user_is_recorded(world: World) -> None:
+    app = load_function("reconciler")  # one warm container: it keeps the session listing
+    world.log_in("AB1234")
+    assert app.handler({}, FakeLambdaContext())["sessions"] == 1
+    world.log_in("CD5678")
+    world.log_in("EF9012")  # logged in, no order yet: waits for the next listing
+    world.day(orders=8, seed=3, drop_share=0.5, users=["CD5678"])
+    summary = app.handler({}, FakeLambdaContext())
+    assert summary["sessions"] == 2
+    assert summary["polled"] == 2
+    assert summary["recovered"] > 0
+    app._listing.clear()  # the listing's time is up
+    assert app.handler({}, FakeLambdaContext())["sessions"] == 3

@@ -44,7 +44,13 @@ from kitehooks.orders.ledger import IST, Claim, LedgerOrder, LedgerUnavailable, 
 from kitehooks.orders.schedule import PollRecords, oldest_poll, polling_order
 from kitehooks.orders.states import FINAL_STATUSES, OrderState, state_of_order
 from kitehooks.sessions.admin import Pacer
-from kitehooks.sessions.store import KiteSession, SessionNotFound, SessionStore, SessionStoreError
+from kitehooks.sessions.store import (
+    KiteSession,
+    SessionNotFound,
+    SessionStore,
+    SessionStoreError,
+    valid_user_id,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -112,6 +118,9 @@ class Reconciler:
     pacer: Pacer
     now: datetime
     grace: timedelta = timedelta(seconds=DEFAULT_GRACE_SECONDS)
+    # How the run lists sessions (the handler keeps Secrets Manager's listing for some minutes);
+    # None: the store's listing, every run.
+    list_sessions: Callable[[], list[str]] | None = None
     summary: RunSummary = field(default_factory=RunSummary)
 
     # -- the run -----------------------------------------------------------------------------
@@ -120,10 +129,13 @@ class Reconciler:
         """Every active session, most urgent first, until the deadline. Raises
         SessionStoreError or LedgerUnavailable when the run cannot even start."""
         with self.deadline.limit():
-            user_ids = self.store.user_ids()
+            listed = (self.list_sessions or self.store.user_ids)()
             polls = self.polls.load()
             day_start = self.now.astimezone(IST).replace(hour=0, minute=0, second=0, microsecond=0)
-            touched = self.polls.postbacks_since(oldest_poll(user_ids, polls, day_start))
+            touched = self.polls.postbacks_since(oldest_poll(listed, polls, day_start))
+        # A user with postbacks and no session in the listing yet (a login since it was made) is
+        # polled now; one with no session at all is skipped when its session is read.
+        user_ids = set(listed) | {user_id for user_id in touched if valid_user_id(user_id)}
         ordered = polling_order(user_ids, polls, touched)
         self.summary.sessions = len(ordered)
         for index, user_id in enumerate(ordered):
