@@ -4,6 +4,7 @@ at once send nothing twice and announce an unconfirmed update once."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import boto3
 import pytest
 
 from kitehooks.deadline import Deadline
+from kitehooks.orders.schedule import PollRecords, polling_order
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from tests.conftest import FakeLambdaContext, closed_port, load_function
@@ -214,6 +216,8 @@ def test_a_kite_failing_for_every_session_fails_each_one_and_not_the_run(world: 
     assert sorted(summary["failed"]) == ["AB1234", "CD5678"]
     assert (summary["polled"], summary["recovered"], summary["token_invalid"]) == (0, 0, [])
     assert world.session("AB1234")["status"] == "active"  # an error page is not a dead token
+    # Tried: behind the sessions not tried yet next time, still ahead of those without open orders.
+    assert set(polled_users(world)) == {"AB1234", "CD5678"}
     world.sim.set_html_errors(False)
     again = reconcile()
     assert again["failed"] == []
@@ -234,3 +238,20 @@ def test_a_login_after_the_listing_is_polled_once_a_postback_of_its_user_is_reco
     assert summary["recovered"] > 0
     app._listing.clear()  # the listing's time is up
     assert app.handler({}, FakeLambdaContext())["sessions"] == 3
+
+
+def test_an_ended_session_is_not_read_first_by_every_run(world: World) -> None:
+    world.log_in("AB1234")
+    world.log_in("CD5678")
+    world.sim.kill_access_tokens(user_id="CD5678")
+    ended = {**world.session("CD5678"), "status": "expired", "access_token": ""}
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=f"{world.prefix}/CD5678", SecretString=json.dumps(ended)
+    )
+    summary = reconcile()
+    assert (summary["polled"], summary["inactive"]) == (1, 1)
+    polls = polled_users(world)
+    assert set(polls) == {"AB1234", "CD5678"}  # the ended one is recorded too: it goes to the back
+    # A new session, never polled, comes before both.
+    records = PollRecords(boto3.client("dynamodb"), world.stack["OrderLedgerTable"]["Ref"]).load()
+    assert polling_order(["AB1234", "CD5678", "EF9012"], records, {})[0] == "EF9012"

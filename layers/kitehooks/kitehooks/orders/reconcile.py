@@ -160,7 +160,10 @@ class Reconciler:
             self._failed(user_id, str(error) or "Secrets Manager did not answer in time")
             return
         if not self._active(session):
+            # Recorded too, so that sessions ended at 06:00 go to the back rather than being read
+            # first by every run until their users log in again.
             self.summary.inactive += 1
+            self._record_poll(user_id, open_orders=False)
             return
         try:
             open_orders = self._reconcile(session)
@@ -173,14 +176,20 @@ class Reconciler:
             except DeadlineExceeded:
                 # The next run meets the same refusal and reports it again.
                 logger.warning("dead session not reported in time", extra={"kite_user_id": user_id})
+            self._record_poll(user_id, open_orders=False)
             return
         except kite.KiteError as error:
             self._failed(user_id, str(error))
+            # Early again, but behind the sessions not tried yet: one failing user holds no one up.
+            self._record_poll(user_id, open_orders=True)
             return
         except (LedgerUnavailable, DeadlineExceeded) as error:
             self._failed(user_id, str(error) or "DynamoDB did not answer in time")
             return
         self.summary.polled += 1
+        self._record_poll(user_id, open_orders)
+
+    def _record_poll(self, user_id: str, open_orders: bool) -> None:
         try:
             with self.deadline.limit():
                 self.polls.record(user_id, self.now, open_orders)
