@@ -46,39 +46,34 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], st
     return results, (output / "RECONCILE.md").read_text(), finished.stdout
 
 
-def test_each_scenario_reports_kite_and_aws_requests_per_thousand_orders(
+def test_each_run_is_counted_at_kite_and_aws_and_scaled_per_thousand_orders(
     report: tuple[dict[str, Any], str, str],
 ) -> None:
     results, _, _ = report
     assert set(results["scenarios"]) == {"all_delivered", "dropped_20", "confirmation_off"}
     for name, scenario in results["scenarios"].items():
-        assert scenario["users"] == USERS
-        for run in ("first_run", "second_run"):
-            measured = scenario[run]
+        catch_up, paced = scenario["catch_up"], scenario["paced"]
+        assert catch_up["users"] == paced["users"] == USERS
+        runs = [catch_up["first_run"], catch_up["second_run"], *paced["runs"]]
+        assert len(paced["runs"]) == results["paced_minutes"] + 2
+        for measured in runs:
             # One GET /orders per session per run, counted at the simulator; the rest are histories.
             assert measured["kite"]["orders"] == USERS, name
             assert (
                 measured["summary"]["kite_calls"]
                 == measured["kite"]["orders"] + measured["kite"]["histories"]
             )
+            assert measured["summary"]["polled"] == USERS
             assert measured["wall_seconds"] > 0
             assert measured["wall_seconds_at_default_rate"] >= measured["wall_seconds"]
-            figures = scenario["per_1000_orders"][run]
-            assert set(figures) >= {
-                "kite_calls",
-                "get_orders",
-                "get_order_history",
-                "dynamodb_requests",
-                "sqs_requests",
-                "wall_seconds",
-                "wall_seconds_at_default_rate",
-            }
-            assert figures["kite_calls"] == pytest.approx(
-                measured["summary"]["kite_calls"] * 1000 / scenario["orders"]
-            )
-        # The second run finds nothing new: no history, nothing sent.
-        assert scenario["second_run"]["kite"]["histories"] == 0, name
-        assert scenario["second_run"]["aws"]["sqs"] == 0, name
+        figures = catch_up["per_1000_orders"]["first_run"]
+        assert figures["kite_calls"] == pytest.approx(
+            catch_up["first_run"]["summary"]["kite_calls"] * 1000 / catch_up["orders"]
+        )
+        assert paced["totals"]["get_order_history"] == sum(run["kite"]["histories"] for run in paced["runs"])
+        # The second run after the day finds nothing new: no history, nothing sent.
+        assert catch_up["second_run"]["kite"]["histories"] == 0, name
+        assert catch_up["second_run"]["aws"]["sqs"] == 0, name
 
 
 def test_lost_postbacks_are_recovered_and_delivered_ones_are_not(
@@ -88,16 +83,23 @@ def test_lost_postbacks_are_recovered_and_delivered_ones_are_not(
     delivered, dropped, off = (
         scenarios[name] for name in ("all_delivered", "dropped_20", "confirmation_off")
     )
-    assert delivered["postbacks"]["dropped"] == 0
-    assert delivered["postbacks"]["accepted"] == delivered["postbacks"]["sent_by_kite"] > 0
-    assert delivered["first_run"]["summary"]["recovered"] == 0
-    assert delivered["first_run"]["aws"]["sqs"] == 0
-    assert dropped["postbacks"]["dropped"] > 0
-    assert dropped["first_run"]["summary"]["recovered"] > 0
-    assert dropped["first_run"]["aws"]["sqs"] == dropped["first_run"]["summary"]["recovered"]
+    for day in ("catch_up", "paced"):
+        assert delivered[day]["postbacks"]["dropped"] == 0
+        assert delivered[day]["postbacks"]["accepted"] == delivered[day]["postbacks"]["sent_by_kite"] > 0
+        assert dropped[day]["postbacks"]["dropped"] > 0
+    assert delivered["catch_up"]["first_run"]["summary"]["recovered"] == 0
+    assert delivered["catch_up"]["first_run"]["aws"]["sqs"] == 0
+    assert delivered["paced"]["totals"]["recovered"] == delivered["paced"]["totals"]["sqs_requests"] == 0
+    assert dropped["catch_up"]["first_run"]["summary"]["recovered"] > 0
+    assert (
+        dropped["catch_up"]["first_run"]["aws"]["sqs"]
+        == dropped["catch_up"]["first_run"]["summary"]["recovered"]
+    )
+    assert dropped["paced"]["totals"]["recovered"] > 0
     # With OrderConfirmation=off the postback path records nothing: every order costs its history.
-    assert off["postbacks"]["through_postback_function"] == 0
-    assert off["first_run"]["kite"]["histories"] == off["orders"]
+    assert off["catch_up"]["postbacks"]["accepted"] == 0
+    assert off["catch_up"]["first_run"]["kite"]["histories"] == off["catch_up"]["orders"]
+    assert off["paced"]["totals"]["get_order_history"] > delivered["paced"]["totals"]["get_order_history"]
 
 
 def test_the_cadence_model_covers_each_size_and_says_what_the_defaults_reach(
@@ -125,8 +127,9 @@ def test_the_cadence_model_covers_each_size_and_says_what_the_defaults_reach(
 
 def test_the_table_is_written_and_printed(report: tuple[dict[str, Any], str, str]) -> None:
     _, table, stdout = report
-    assert "## 1. What a run costs, per 1,000 orders" in table
+    assert "## 1. What reconciliation costs, per 1,000 orders" in table
     assert "## 2. The cadence each session gets" in table
+    assert "| OrderConfirmation=off | 6 |" in table  # a run every minute: 4 minutes and 2 more runs
     assert "| every postback delivered | after the day |" in table
     assert "| 10,000 | 5/s |" in table
     assert table in stdout
