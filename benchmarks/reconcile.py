@@ -71,7 +71,6 @@ BENCH_RATE = float(os.environ.get("BENCH_RATE", "1000"))
 OUTPUT = Path(os.environ.get("BENCH_OUTPUT") or BENCH)
 REGION = "ap-south-1"
 API_KEY, API_SECRET = "bench_api_key", "bench-api-secret-r3c0nc1l"
-PREFIX = "bench/sessions"
 SEED = 7
 
 # The cadence model: sessions, the share of them with open orders, and what one poll costs.
@@ -276,6 +275,7 @@ class World:
     stack: Mapping[str, Any]
     users: list[str]
     default_rate: float
+    reconciler_app: ModuleType
     requests: AwsRequests = field(default_factory=AwsRequests)
     postback_app: ModuleType | None = None
     delivered: int = 0
@@ -297,44 +297,27 @@ class World:
                 self.delivered += self.postback_app.handler(event, context)["statusCode"] == 200
 
     def reconcile(self, now: datetime.datetime | None = None) -> dict[str, Any]:
-        """One run of the real Reconciler, wired as functions/reconciler wires it, at BENCH_RATE;
-        ``now`` is the run's time (the day's clock when the day is simulated)."""
+        """One run of ReconcilerFunction's ``run`` (its own wiring of the real Reconciler, the
+        warm container's session listing included), with two parts swapped: the pacer allows
+        BENCH_RATE calls a second, and ``now`` is the run's time (the day's simulated clock)."""
         from kitehooks import aws, clock
-        from kitehooks.credentials import api_credentials
         from kitehooks.deadline import Deadline
-        from kitehooks.kite.client import KiteClient
-        from kitehooks.orders.ledger import OrderLedger
-        from kitehooks.orders.reconcile import Reconciler
-        from kitehooks.orders.schedule import PollRecords
-        from kitehooks.orders.settings import reconciler_settings
         from kitehooks.sessions.admin import Pacer
-        from kitehooks.sessions.store import SessionStore
 
-        settings = reconciler_settings()
-        deadline = Deadline.after(600)
-        credentials = api_credentials()
-        dynamodb = aws.dynamodb_client()
-        dead: list[str] = []
-        reconciler = Reconciler(
-            store=SessionStore(aws.secretsmanager_client(), settings.session_prefix),
-            ledger=OrderLedger(dynamodb, settings.order_ledger_table),
-            polls=PollRecords(dynamodb, settings.order_ledger_table),
-            client=KiteClient.from_settings(settings.kite, credentials.api_key, deadline=deadline),
-            sqs=aws.sqs_client(),
-            queue_url=settings.queue_url,
-            events=aws.events_client(),
-            report_dead=dead.append,
-            deadline=deadline,
-            pacer=Pacer(BENCH_RATE),
-            now=now or clock.utc_now(),
-            grace=datetime.timedelta(seconds=settings.grace_seconds),
-        )
-        for client in (dynamodb, aws.sqs_client(), aws.secretsmanager_client(), aws.events_client()):
+        app = self.reconciler_app
+        run_time = now or clock.utc_now()
+        for client in (
+            aws.dynamodb_client(),
+            aws.sqs_client(),
+            aws.secretsmanager_client(),
+            aws.events_client(),
+        ):
             self.requests.watch(client)
         self.requests.clear()
         self.sim.clear_api_requests()
         started = time.perf_counter()
-        summary = reconciler.run().detail()
+        with _swapped(app, Pacer=lambda per_second: Pacer(BENCH_RATE), clock=_FixedClock(run_time)):
+            summary = app.run(Deadline.after(600)).detail()
         wall = time.perf_counter() - started
         kite = [request for request in self.sim.api_requests() if request.method == "GET"]
         return {
@@ -357,6 +340,29 @@ class World:
         }
 
 
+@dataclass(frozen=True)
+class _FixedClock:
+    """``kitehooks.clock`` as the run sees it: the day's simulated time."""
+
+    at: datetime.datetime
+
+    def utc_now(self) -> datetime.datetime:
+        return self.at
+
+
+@contextlib.contextmanager
+def _swapped(module: ModuleType, **names: Any) -> Iterator[None]:
+    """Module globals replaced for the duration, then put back."""
+    before = {name: getattr(module, name) for name in names}
+    for name, value in names.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(module, name, value)
+
+
 @contextlib.contextmanager
 def world(scenario: Scenario, default_rate: float) -> Iterator[World]:
     """A fresh stack and simulator, a session per user, the functions' settings as the template
@@ -373,6 +379,7 @@ def world(scenario: Scenario, default_rate: float) -> Iterator[World]:
         secret_values={"ApiCredentialsSecret": json.dumps({"api_key": API_KEY, "api_secret": API_SECRET})},
     )
     users = [f"BR{index:04d}" for index in range(USERS)]
+    prefix = f"bench-{uuid.uuid4().hex[:6]}/sessions"
     with (
         KiteSimulator(
             api_key=API_KEY, api_secret=API_SECRET, redirect_url="https://kitehooks.example/callback"
@@ -387,11 +394,13 @@ def world(scenario: Scenario, default_rate: float) -> Iterator[World]:
             # the reconciler's in both modes: it records what it sends and reads the claims.
             ORDER_LEDGER_TABLE=stack["OrderLedgerTable"]["Ref"],
             KITE_API_ROOT=sim.url,
-            SESSION_PREFIX=PREFIX,
+            # Its own prefix: the function keeps its session listing per prefix for minutes.
+            SESSION_PREFIX=prefix,
             RECONCILER_GRACE_SECONDS="60",
+            KITE_RECONCILE_REQUESTS_PER_SECOND=str(default_rate),
         )
         _reset_layer_caches()
-        store = SessionStore(aws.secretsmanager_client(), PREFIX)
+        store = SessionStore(aws.secretsmanager_client(), prefix)
         now = datetime.datetime.now(datetime.UTC)
         for user_id in users:
             grant = sim.mint_session(user_id)
@@ -407,8 +416,10 @@ def world(scenario: Scenario, default_rate: float) -> Iterator[World]:
                     now,
                 )
             )
-        app = _load_function("postback") if scenario.order_confirmation else None
-        yield World(scenario, sim, stack, users, default_rate, postback_app=app)
+        postback_app = _load_function("postback") if scenario.order_confirmation else None
+        yield World(
+            scenario, sim, stack, users, default_rate, _load_function("reconciler"), postback_app=postback_app
+        )
 
 
 def _paced_wall(wall: float, starts: Sequence[float], rate: float) -> float:
@@ -615,6 +626,8 @@ class Defaults:
     answer_margin_seconds: float
     session_step_seconds: float
     max_requests_per_second: float
+    # A warm container keeps the session listing this long (0: every run lists).
+    listing_cache_seconds: float
 
     @property
     def run_seconds(self) -> float:
@@ -635,6 +648,7 @@ def template_defaults() -> Defaults:
         answer_margin_seconds=float(reconciler_app.ANSWER_MARGIN_SECONDS),
         session_step_seconds=SESSION_STEP_SECONDS,
         max_requests_per_second=float(parameters["ReconcilerRequestsPerSecond"]["MaxValue"]),
+        listing_cache_seconds=float(getattr(reconciler_app, "LISTING_CACHE_SECONDS", 0.0)),
     )
 
 
@@ -675,12 +689,15 @@ def cadence(case: CadenceCase, defaults: Defaults, minutes: int) -> dict[str, An
     polls: dict[str, PollRecord] = {}
     polled_at: dict[str, list[float]] = {user_id: [] for user_id in user_ids}
     per_run: list[int] = []
-    list_seconds = math.ceil(sessions / LIST_PAGE_SIZE) * LIST_PAGE_SECONDS
     interval = defaults.interval_minutes * 60
+    listed_at: float | None = None
     for run_start in range(0, minutes * 60, interval):
         # Postbacks keep coming for the sessions with open orders: each is urgent on its own too.
         touched = {user_id: run_start for user_id in with_open}
-        elapsed = list_seconds
+        # One warm container runs them all: it lists the sessions again once its listing is old.
+        elapsed = 0.0
+        if listed_at is None or run_start - listed_at >= defaults.listing_cache_seconds:
+            elapsed, listed_at = _listing_seconds(sessions), run_start
         reached = 0
         for user_id in polling_order(user_ids, polls, touched):
             if defaults.run_seconds - elapsed < defaults.session_step_seconds:
@@ -727,9 +744,16 @@ def _all_polled_once(polled_at: Mapping[str, list[float]]) -> float | None:
     return max(times[0] for times in polled_at.values())
 
 
-def capacity(defaults: Defaults, rate: float, sessions: int, calls_open_session: int) -> dict[str, float]:
-    """How many sessions one run can poll, from the same rule the model applies."""
-    usable = defaults.run_seconds - math.ceil(sessions / LIST_PAGE_SIZE) * LIST_PAGE_SECONDS
+def _listing_seconds(sessions: int) -> float:
+    return math.ceil(sessions / LIST_PAGE_SIZE) * LIST_PAGE_SECONDS
+
+
+def capacity(
+    defaults: Defaults, rate: float, sessions: int, calls_open_session: int, listing: bool = False
+) -> dict[str, float]:
+    """How many sessions one run can poll, from the same rule the model applies; ``listing``: a
+    run that lists the sessions first."""
+    usable = defaults.run_seconds - (_listing_seconds(sessions) if listing else 0.0)
     # The last session starts with session_step_seconds left and its calls fit in them.
     usable -= defaults.session_step_seconds
     return {
@@ -844,8 +868,11 @@ def render(results: Mapping[str, Any]) -> str:
         "since the last run: the first run after a whole day judges the whole day's claims at once). "
         "Each recovered state is one SQS send and its ledger write. OrderConfirmation=off keeps no "
         "record of what postbacks delivered and no claims: every state Kite shows is new to the "
-        "reconciler, so each order that moved costs its history and each state is sent once more "
-        "(SQS's deduplication window drops the copies within 5 minutes).",
+        "reconciler, so an order costs its history in every run from its first move until its last "
+        "state is past the grace (a state is within the grace at the first run that sees it), and "
+        "each state is sent once more (SQS's deduplication window drops the copies within 5 "
+        "minutes). Confirmation on is the cheaper mode for Kite: postbacks tell the reconciler what "
+        "it need not look at.",
         "",
         f"At {defaults['requests_per_second']:g} calls/s a run's {defaults['run_seconds']:g} s hold "
         f"at most {run_calls:,.0f} Kite calls (a call is made only with "
@@ -866,9 +893,11 @@ def render(results: Mapping[str, Any]) -> str:
         f"too); the others cost {CALLS_IDLE_SESSION}. Each call takes its pacing slot (1/rate s); "
         "the session's AWS requests fit inside it (measured here: "
         f"{results['work_ms_per_session']:.0f} ms of work per session polled against the local "
-        "emulator, Kite included, against the 200 ms slot at 5/s). Listing the sessions at the start "
-        f"of a run costs {LIST_PAGE_SECONDS:g} s per {LIST_PAGE_SIZE} (assumed Secrets Manager "
-        f"latency). {results['cadence_minutes']} minutes of runs (the default hours, 09:00-15:59 IST); "
+        "emulator, Kite included, against the 200 ms slot at 5/s). Listing the sessions costs "
+        f"{LIST_PAGE_SECONDS:g} s per {LIST_PAGE_SIZE} (assumed Secrets Manager latency), in the first "
+        f"run and then every {defaults['listing_cache_seconds']:g} s (a warm container keeps the "
+        f"listing that long). {results['cadence_minutes']} minutes of runs (the default hours, "
+        "09:00-15:59 IST); "
         "the worst gaps include the opening minutes, when every session is new and first in line.",
         "",
         "| Sessions | rate | Kite calls per poll with open orders | sessions per run (median) | "
@@ -898,19 +927,14 @@ def verdict(rows: Sequence[Mapping[str, Any]], defaults: Defaults) -> list[str]:
         for row in rows
         if row["rate"] == defaults.requests_per_second and row["calls_open_session"] == best
     ]
-    reach = {
-        row["sessions"]: capacity(defaults, defaults.requests_per_second, row["sessions"], best)
-        for row in at_default
-    }
+    largest = max(at_default, key=lambda row: row["sessions"])
+    reach = capacity(defaults, defaults.requests_per_second, largest["sessions"], best)
+    listing = capacity(defaults, defaults.requests_per_second, largest["sessions"], best, listing=True)
     words = [
-        "One run at the defaults polls at most "
-        + ", ".join(
-            f"~{figures['idle_sessions_per_run']:,.0f} sessions of {sessions:,}"
-            for sessions, figures in sorted(reach.items())
-            if sessions > figures["idle_sessions_per_run"]
-        )
-        + f" ({defaults.requests_per_second:g} calls/s over a {defaults.run_seconds:g} s run, less "
-        f"listing the sessions and the last {defaults.session_step_seconds:g} s).",
+        f"One run at the defaults polls at most ~{reach['idle_sessions_per_run']:,.0f} sessions "
+        f"({defaults.requests_per_second:g} calls/s over a {defaults.run_seconds:g} s run, the last "
+        f"{defaults.session_step_seconds:g} s starting none); a run that first lists "
+        f"{largest['sessions']:,} sessions ~{listing['idle_sessions_per_run']:,.0f}.",
     ]
     for row in sorted(at_default, key=lambda row: row["sessions"]):
         gap = row["open"]["median_gap_minutes"]
@@ -931,14 +955,17 @@ def verdict(rows: Sequence[Mapping[str, Any]], defaults: Defaults) -> list[str]:
         "alone fill a run, a session without open orders is not polled again after its first poll that "
         "day (last column): a postback it receives makes it urgent again, a lost one waits."
     )
+    window = defaults.run_seconds - defaults.session_step_seconds
     words.append(
         f"What a user can change: ReconcilerRequestsPerSecond (up to {defaults.max_requests_per_second:g}; "
         "Kite's 10/s per api_key is shared with the app's own calls) raises a run's reach in proportion "
         "(the last row); a longer ReconcilerIntervalMinutes does not (the Timeout stays "
-        f"{defaults.timeout_seconds:g} s, so fewer runs reach fewer sessions an hour). Polling 1,000 "
-        "sessions with open orders every minute needs about 1,000 Kite calls in a run's ~37 s, over "
-        "25/s: more than Kite allows one api_key, so beyond a few hundred active sessions the users "
-        "have to be split over more than one Kite app (api_key), each with its own stack."
+        f"{defaults.timeout_seconds:g} s, so fewer runs reach fewer sessions an hour). Polling "
+        f"{largest['with_open_orders']:,} sessions with open orders every minute needs "
+        f"{largest['with_open_orders']:,} Kite calls in a run's ~{window:g} s, "
+        f"{largest['with_open_orders'] / window:.0f}/s: more than Kite allows one api_key, so beyond "
+        "a few hundred active sessions the users have to be split over more than one Kite app "
+        "(api_key), each with its own stack."
     )
     return words
 
