@@ -245,6 +245,20 @@ def sequences(messages: list[dict[str, Any]]) -> dict[str, list[str]]:
     return found
 
 
+def emitted_metrics(output: str) -> dict[str, float]:
+    """The metrics the handler flushed, from its CloudWatch embedded-metric-format line."""
+    figures: dict[str, float] = {}
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            document = json.loads(line)
+            for definition in document["_aws"]["CloudWatchMetrics"]:
+                assert definition["Namespace"] == "kitehooks"
+                for metric in definition["Metrics"]:
+                    value = document[metric["Name"]]
+                    figures[metric["Name"]] = sum(value) if isinstance(value, list) else value
+    return figures
+
+
 def source_of(message: dict[str, Any]) -> str:
     return str(message["MessageAttributes"]["source"]["StringValue"])
 
@@ -257,7 +271,7 @@ def forged(day: TradingDay) -> list[PostbackDelivery]:
 
 
 def test_a_day_with_drops_duplicates_and_a_forgery_reaches_the_queue_once_and_in_order(
-    world: World, reconcile: Run, captured: EventCapture
+    world: World, reconcile: Run, captured: EventCapture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world.log_in("AB1234")
     day = world.day(orders=60, seed=11, drop_share=0.2, duplicates=2, forgeries=1)
@@ -269,7 +283,9 @@ def test_a_day_with_drops_duplicates_and_a_forgery_reaches_the_queue_once_and_in
     assert [postback.kind for postback in day.postbacks].count("duplicate") == 2
     [lie] = forged(day)
 
+    capsys.readouterr()
     summary = reconcile()
+    figures = emitted_metrics(capsys.readouterr().out)
     messages = world.messages()
     by_order = sequences(messages)
     expected = expected_sequences(world, day)
@@ -311,6 +327,10 @@ def test_a_day_with_drops_duplicates_and_a_forgery_reaches_the_queue_once_and_in
     assert event["detail"]["claimed_filled_quantity"] == lie.filled_quantity
     assert event["detail"]["kite_status"] == world.sim.orders.history(lie.order_id)[-1]["status"]
     assert summary["unconfirmed"] == 1
+    assert figures["OrderStatesRecovered"] == summary["recovered"]
+    assert figures["OrderUpdateUnconfirmed"] == 1
+    assert figures["KiteCalls"] == summary["kite_calls"]
+    assert (figures["SessionsPolled"], figures["SessionsNotReached"]) == (1, 0)
     assert summary["confirmed"] > 0
 
     # A second run finds nothing to send and nothing left to judge.
