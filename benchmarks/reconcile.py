@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 TEMPLATE = ROOT / "template.yaml"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-ORDERS = int(os.environ.get("BENCH_RECONCILE_ORDERS", "12" if QUICK else "80"))
+ORDERS = int(os.environ.get("BENCH_RECONCILE_ORDERS", "12" if QUICK else "70"))
 USERS = int(os.environ.get("BENCH_RECONCILE_USERS", "3" if QUICK else "5"))
 # High enough that the pacer never waits: the measured wall time is the work, not the pacing.
 BENCH_RATE = float(os.environ.get("BENCH_RATE", "1000"))
@@ -787,8 +787,10 @@ def render(results: Mapping[str, Any]) -> str:
         f"Each scenario, twice, on a fresh stack: {results['orders']} orders over {results['users']} "
         "users, each with a session; the postbacks Kite did not drop go through the postback "
         "function's handler in Kite's order (with OrderConfirmation=off they are not replayed: they "
-        "write nothing the reconciler reads); runs of the real Reconciler read the simulator's book. "
-        f"**A run every minute**: a {results['paced_minutes']}-minute day on a simulated clock (the "
+        "write nothing the reconciler reads); then runs of ReconcilerFunction's own `run()` (the real "
+        "Reconciler as the function wires it; only the pacing rate and the clock are the benchmark's) "
+        "read the simulator's order book. "
+        f"**A run every minute**: a day of {results['paced_minutes']} minutes on a simulated clock (the "
         "day's and the reconciler's), each minute every live order moving 0, 1 or 2 steps (2 in one "
         "minute of seven), then a run, and two more runs after the last move; the 60 s grace holds "
         "back a state of the last minute, so a lost state is looked at twice. **Catching up**: a "
@@ -858,7 +860,9 @@ def render(results: Mapping[str, Any]) -> str:
         f"A run with nothing new, for {results['users']} sessions: "
         + ", ".join(f"{count} {operation}" for operation, count in quiet.items())
         + f" (AWS), and {results['users']} GET /orders (Kite): per session one GetSecretValue, one "
-        "ledger Query and one PutItem of its poll record; per run the session list and two Queries. "
+        "ledger Query and one PutItem of its poll record; per run two Queries, and the session list "
+        "(ListSecrets, 100 a page) when the warm container's listing is older than "
+        f"{defaults['listing_cache_seconds']:g} s. "
         "GET /orders is one per session per run: it grows with sessions and runs, not orders "
         f"({results['users']} sessions here).",
         "",
