@@ -226,11 +226,18 @@ def test_users_with_postbacks_since(ledger: OrderLedger) -> None:
     assert ledger.users_with_postbacks_since(yesterday - timedelta(minutes=1)) == {"YS0001"}
 
 
-def test_a_later_write_moves_a_user_forward(ledger: OrderLedger) -> None:
+def test_an_order_is_dated_by_its_first_record_and_a_new_order_moves_its_user_forward(
+    ledger: OrderLedger,
+) -> None:
     ledger.record_postback(postback(status="OPEN", filled_quantity=0), MORNING)
     since = MORNING + timedelta(minutes=1)
     assert ledger.users_with_postbacks_since(since) == set()
+    # A later state of the same order keeps the order's index entry as it was: no index write.
     ledger.record_delivered(USER, ORDER, [OrderState(ORDER, "COMPLETE", 1)], at=since)
+    assert ledger.users_with_postbacks_since(since) == set()
+    assert ledger.users_with_postbacks_since(MORNING) == {USER}
+    # A new order of the user is what puts the user first again.
+    ledger.record_delivered(USER, "260101000000999", [OrderState("260101000000999", "OPEN", 0)], at=since)
     assert ledger.users_with_postbacks_since(since) == {USER}
 
 

@@ -11,8 +11,11 @@ durable must remember both. One DynamoDB item per order holds them:
 - ``claims``: a string set of the postbacks not yet judged against Kite's history
   (``"COMPLETE|10|2026-11-30 10:15:02"``: state and the signed ``order_timestamp``). The reconciler
   removes each one when it judges it, with a conditional write, so a claim is judged once.
-- ``day`` and ``touched_at`` (sparse index ``RecentPostbacks``): which users had postbacks lately,
-  so the reconciler polls them first.
+- ``day`` and ``touched_at`` (sparse index ``RecentPostbacks``): when the order was first
+  recorded, so the reconciler polls first the users with new orders since their last poll (an
+  order already known is polled anyway while it is open). Both are set once per order: an index
+  key that never changes costs no index write, so every later update of the order costs one
+  write unit, not three (an index entry moved is a delete and a put).
 - ``expires_at``: DynamoDB's TTL, some days on: orders are a day's business.
 
 With ``OrderConfirmation=on`` the postback path writes this with one ``UpdateItem`` after the
@@ -183,7 +186,7 @@ class OrderLedger:
         return True
 
     def users_with_postbacks_since(self, since: datetime) -> set[str]:
-        """Users whose orders had a postback recorded at or after ``since`` (same IST day)."""
+        """Users with an order first recorded at or after ``since`` (same IST day)."""
         users: set[str] = set()
         arguments = {
             "TableName": self._table,
@@ -226,7 +229,10 @@ class OrderLedger:
         if claims:
             adds += ", claims :claims"
             values[":claims"] = _strings(claims)
-        update = f"{adds} SET #day = :day, touched_at = :at, expires_at = :expires"
+        update = (
+            f"{adds} SET #day = if_not_exists(#day, :day), touched_at = if_not_exists(touched_at, :at),"
+            " expires_at = :expires"
+        )
         try:
             self._dynamodb.update_item(
                 TableName=self._table,
