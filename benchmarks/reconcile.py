@@ -207,7 +207,6 @@ class QueueConsumer:
         self._queue_url = queue_url
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._consume, name="queue-consumer", daemon=True)
-        self.received = 0
 
     def __enter__(self) -> QueueConsumer:
         self._thread.start()
@@ -230,7 +229,6 @@ class QueueConsumer:
                         for index, message in enumerate(messages)
                     ],
                 )
-                self.received += len(messages)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,7 +268,6 @@ class World:
     """One scenario's stack in the emulator, its Kite simulator with a session per user, and the
     functions' code: the postback handler (OrderConfirmation=on only) and the Reconciler."""
 
-    scenario: Scenario
     sim: KiteSimulator
     stack: Mapping[str, Any]
     users: list[str]
@@ -417,9 +414,7 @@ def world(scenario: Scenario, default_rate: float) -> Iterator[World]:
                 )
             )
         postback_app = _load_function("postback") if scenario.order_confirmation else None
-        yield World(
-            scenario, sim, stack, users, default_rate, _load_function("reconciler"), postback_app=postback_app
-        )
+        yield World(sim, stack, users, default_rate, _load_function("reconciler"), postback_app=postback_app)
 
 
 def _paced_wall(wall: float, starts: Sequence[float], rate: float) -> float:
@@ -900,8 +895,8 @@ def render(results: Mapping[str, Any]) -> str:
         "emulator, Kite included, against the 200 ms slot at 5/s). Listing the sessions costs "
         f"{LIST_PAGE_SECONDS:g} s per {LIST_PAGE_SIZE} (assumed Secrets Manager latency), in the first "
         f"run and then every {defaults['listing_cache_seconds']:g} s (a warm container keeps the "
-        f"listing that long). {results['cadence_minutes']} minutes of runs (the default hours, "
-        "09:00-15:59 IST); "
+        f"listing that long). {results['cadence_minutes']} minutes of runs "
+        f"({'a quick run' if results['quick'] else 'the default hours, 09:00-15:59 IST'}); "
         "the worst gaps include the opening minutes, when every session is new and first in line.",
         "",
         "| Sessions | rate | Kite calls per poll with open orders | sessions per run (median) | "
