@@ -68,8 +68,8 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         dynamodb.update_item(
             TableName=str(LEDGER_TABLE),
             Key={"pk": {"S": f"orders#{order.get('user_id') or '-'}"}, "sk": {"S": order["order_id"]}},
-            UpdateExpression="ADD delivered :delivered, claims :claims"
-            " SET #day = :day, touched_at = :at, expires_at = :expires",
+            UpdateExpression="ADD delivered :delivered, claims :claims SET #day = if_not_exists(#day, :day),"
+            " touched_at = if_not_exists(touched_at, :at), expires_at = :expires",
             ExpressionAttributeNames={"#day": "day"},
             ExpressionAttributeValues={
                 ":delivered": {"SS": [state]},
