@@ -72,14 +72,22 @@ bench: $(STAMP) ## the postback path in both OrderConfirmation modes, each again
 	$(RUN) benchmarks/postback.py
 	$(RUN) benchmarks/reconcile.py
 
-build: $(STAMP) ## sam build
+# Lambda's file system is read-only, so Python cannot cache bytecode there: without .pyc files in
+# the package every cold start compiles the layer's modules again (~30-50 ms measured for the
+# postback function). Compiled with the venv's Python 3.13, the runtime's version; unchecked-hash
+# because the zip's timestamps are not the source's.
+COMPILE_BUILD := $(PY) -m compileall -q --invalidation-mode unchecked-hash .aws-sam/build
+
+build: $(STAMP) ## sam build, then compile the bytecode into the build
 	$(BIN)/sam build
+	$(COMPILE_BUILD)
 
 # The AWS credentials and region are checked before anything is built or asked. The first deploy is
 # guided (its answers are saved in samconfig.toml, s3_prefix among them); GUIDED=1 asks again.
 deploy: $(STAMP) ## check AWS credentials and region, sam build, sam deploy (guided the first time)
 	@$(PY) scripts/aws_setup.py check
 	$(BIN)/sam build
+	$(COMPILE_BUILD)
 	@if [ -z "$(GUIDED)" ] && grep -q '^s3_prefix' samconfig.toml; then $(BIN)/sam deploy; else $(BIN)/sam deploy --guided; fi
 
 # STACK counts only when given on the command line; else samconfig.toml's stack_name (kitehooks).
