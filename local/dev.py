@@ -42,6 +42,7 @@ TEMPLATE = ROOT / "template.yaml"
 STACK_NAME = "kitehooks-local"
 REGION = "ap-south-1"
 HOST = "127.0.0.1"
+LOCAL_RECONCILER_GRACE_SECONDS = "5"
 # The emulator takes any credentials; these only keep boto3 from looking for real ones.
 EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
@@ -207,6 +208,12 @@ class DevStack:
                 # The one Redirect URL "registered" at the simulator: /login on another host
                 # (localhost) sends the browser here first, so its cookie is where Kite returns.
                 "KiteRedirectUrl": f"{self.api_url}/callback",
+            },
+            # The simulator posts each postback before it answers the call that moved the order,
+            # so none is ever in flight here: `make orders` then `make reconcile` need not wait
+            # out the deployed 60 s grace.
+            env_overrides={
+                "ReconcilerFunction": {"RECONCILER_GRACE_SECONDS": LOCAL_RECONCILER_GRACE_SECONDS}
             },
             extra_env={
                 **EMULATOR_CREDENTIALS,
