@@ -45,7 +45,7 @@ def test_only_the_functions_that_emit_may_put_events_and_only_on_the_default_bus
         events = {pair for pair in grants(function) if pair[0].startswith("events:")}
         expected = (
             {("events:PutEvents", DEFAULT_BUS)}
-            if function in ("CallbackFunction", "SessionFunction")
+            if function in ("CallbackFunction", "SessionFunction", "ReconcilerFunction")
             else set()
         )
         assert events == expected, function
@@ -183,7 +183,12 @@ def test_events_not_sent_are_alarmed() -> None:
 def test_every_session_schedule_is_dead_lettered_by_its_own_role(cloudformation: dict[str, Any]) -> None:
     resources = cloudformation["Resources"]
     dead_letters = {"Fn::GetAtt": ["SessionDeadLetterQueue", "Arn"]}
-    schedules = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
+    schedules = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Scheduler::Schedule"
+        and r["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": ["SessionFunction", "Arn"]}
+    ]
     assert sorted(s["Target"]["Input"] for s in schedules) == [
         '{"action": "check"}',
         '{"action": "check"}',
