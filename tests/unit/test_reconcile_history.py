@@ -121,6 +121,27 @@ def test_sessions_with_open_orders_or_new_postbacks_come_first_then_the_least_re
     assert order == ["EE0005", "DD0004", "CC0003", "BB0002", "AA0001"]
 
 
+def test_a_run_full_of_urgent_sessions_still_gives_every_fourth_place_to_a_quiet_one() -> None:
+    polls = {f"U{n:05d}": poll(f"U{n:05d}", 1_000, open_orders=True) for n in range(12)}
+    polls |= {f"Q{n:05d}": poll(f"Q{n:05d}", 500 + n) for n in range(3)}
+    order = polling_order(sorted(polls), polls, {})
+    assert [user_id[0] for user_id in order] == list("UUUQUUUQUUUQUUUUUU"[: len(order)])
+    assert [user_id for user_id in order if user_id.startswith("Q")] == ["Q00000", "Q00001", "Q00002"]
+
+
+def test_no_quiet_session_starves_when_urgent_ones_fill_every_run() -> None:
+    # 40 sessions always have open orders; 30 have none; a run reaches 12 sessions.
+    polls = {f"U{n:05d}": poll(f"U{n:05d}", 0, open_orders=True) for n in range(40)}
+    polls |= {f"Q{n:05d}": poll(f"Q{n:05d}", 0) for n in range(30)}
+    reached: set[str] = set()
+    for run in range(1, 11):
+        for user_id in polling_order(sorted(polls), polls, {})[:12]:
+            polls[user_id] = poll(user_id, run, open_orders=user_id.startswith("U"))
+            reached.add(user_id)
+    # Three quiet sessions a run: all 30 reached within ten runs.
+    assert {user_id for user_id in reached if user_id.startswith("Q")} == {f"Q{n:05d}" for n in range(30)}
+
+
 @pytest.mark.parametrize("polled", [[], ["AA0001"]])
 def test_postbacks_are_looked_for_since_the_oldest_poll_and_never_before_the_day(polled: list[str]) -> None:
     day_start = NOW.replace(hour=0, minute=0)

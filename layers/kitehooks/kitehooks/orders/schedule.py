@@ -15,6 +15,7 @@ They carry no ``day``, so they stay out of the ``RecentPostbacks`` index.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,12 +111,19 @@ class PollRecords:
         return latest
 
 
+# Every this-many places in a run's order go to a session with nothing open, least recently
+# polled first: a run that urgent sessions alone would fill still moves the others on, so none
+# waits for ever (a quarter of each run at most, the rest stays with the urgent ones).
+QUIET_SESSION_EVERY = 4
+
+
 def polling_order(
     user_ids: Iterable[str], polls: Mapping[str, PollRecord], touched: Mapping[str, int]
 ) -> list[str]:
     """Sessions with open orders at their last poll or a ledger write since it (a postback; the
     reconciler's own writes come before its poll is recorded) first, then the rest; within each,
-    never polled first, then least recently polled."""
+    never polled first, then least recently polled. Every :data:`QUIET_SESSION_EVERY`-th place
+    goes to the rest, so a run that stops early still reaches some of them."""
 
     def last_poll(user_id: str) -> int:
         record = polls.get(user_id)
@@ -127,7 +135,15 @@ def polling_order(
             return True
         return record.open_orders or touched.get(user_id, -1) > record.polled_at
 
-    return sorted(user_ids, key=lambda user_id: (not urgent(user_id), last_poll(user_id), user_id))
+    ordered = sorted(user_ids, key=lambda user_id: (last_poll(user_id), user_id))
+    first = deque(user_id for user_id in ordered if urgent(user_id))
+    quiet = deque(user_id for user_id in ordered if not urgent(user_id))
+    result: list[str] = []
+    while first or quiet:
+        quiet_turn = (len(result) + 1) % QUIET_SESSION_EVERY == 0
+        source = quiet if (quiet_turn and quiet) or not first else first
+        result.append(source.popleft())
+    return result
 
 
 def oldest_poll(user_ids: Iterable[str], polls: Mapping[str, PollRecord], day_start: datetime) -> datetime:
