@@ -950,9 +950,10 @@ def verdict(rows: Sequence[Mapping[str, Any]], defaults: Defaults) -> list[str]:
                 f"{_number(row['open']['worst_gap_minutes'])})."
             )
     words.append(
-        "Sessions with open orders (or a postback since their last poll) always come first, so when they "
-        "alone fill a run, a session without open orders is not polled again after its first poll that "
-        "day (last column): a postback it receives makes it urgent again, a lost one waits."
+        "Sessions with open orders (or a postback since their last poll) come first, but every fourth "
+        "place of a run goes to a session without open orders, least recently polled first, so these "
+        "are still worked through when urgent sessions would fill every run; the last column counts "
+        "those the day's runs did not reach again (a postback makes a session urgent at once)."
     )
     window = defaults.run_seconds - defaults.session_step_seconds
     words.append(
