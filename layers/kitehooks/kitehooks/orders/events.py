@@ -1,7 +1,7 @@
 """``Kite order update unconfirmed``: a verified postback whose state Kite's history never shows.
 
 On the account's default EventBridge bus, ``Source`` = ``kitehooks`` like the session events
-(:mod:`kitehooks.sessions.events`, whose client protocol and time limit this reuses). Detail:
+(:mod:`kitehooks.sessions.events`), through :mod:`kitehooks.eventbridge`. Detail:
 ``order_id``, ``user_id``, ``claimed_status``, ``claimed_filled_quantity``, ``kite_status``,
 ``kite_filled_quantity`` (the order as Kite's book has it now), ``reason``, ``at``. Kite's checksum
 signs only ``order_id + order_timestamp``, so such a postback verified and still lied; the event
@@ -10,17 +10,15 @@ says so. Never a token nor a checksum.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import BotoCoreError, ClientError
 
-from kitehooks.aws import error_code
-from kitehooks.deadline import Deadline, DeadlineExceeded
-from kitehooks.sessions.events import EVENT_BUS, PUT_EVENTS_SECONDS, SOURCE, EventBridgePutEvents
+from kitehooks import eventbridge
+from kitehooks.deadline import Deadline
+from kitehooks.eventbridge import EventBridgePutEvents
 
 logger = Logger(child=True)
 
@@ -48,29 +46,14 @@ class UnconfirmedUpdate:
             "reason": self.reason,
             "at": now.astimezone(UTC).isoformat(),
         }
-        return {
-            "Source": SOURCE,
-            "DetailType": ORDER_UPDATE_UNCONFIRMED,
-            "Detail": json.dumps(detail, separators=(",", ":")),
-            "EventBusName": EVENT_BUS,
-        }
+        return eventbridge.entry(ORDER_UPDATE_UNCONFIRMED, detail)
 
 
 def put_unconfirmed(
     client: EventBridgePutEvents, deadline: Deadline, update: UnconfirmedUpdate, now: datetime
 ) -> bool:
     """True once EventBridge accepted the event; False (logged) otherwise. Never raises."""
-    reason = ""
-    try:
-        with deadline.limit(PUT_EVENTS_SECONDS):
-            answer = client.put_events(Entries=[update.entry(now)])
-        if answer.get("FailedEntryCount", 0):
-            failed = answer.get("Entries") or [{}]
-            reason = str(failed[0].get("ErrorCode") or "entry refused")
-    except DeadlineExceeded:
-        reason = "EventBridge did not answer in time"
-    except (BotoCoreError, ClientError) as error:
-        reason = error_code(error)
+    reason = eventbridge.put_one(client, deadline, update.entry(now))
     if not reason:
         return True
     logger.error(

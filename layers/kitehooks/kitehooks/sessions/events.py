@@ -12,37 +12,27 @@ callers that run on a schedule also fail their run so Lambda's errors alarm sees
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from botocore.exceptions import BotoCoreError, ClientError
 
-from kitehooks.aws import error_code
-from kitehooks.deadline import Deadline, DeadlineExceeded
+from kitehooks import eventbridge
+from kitehooks.deadline import Deadline
+from kitehooks.eventbridge import EVENT_BUS, PUT_EVENTS_SECONDS, SOURCE, EventBridgePutEvents
 from kitehooks.sessions.store import KiteSession, SessionStatus
 
 logger = Logger(child=True)
 
-SOURCE = "kitehooks"
+__all__ = ["EVENT_BUS", "PUT_EVENTS_SECONDS", "SOURCE", "EventBridgePutEvents"]
+
 SESSION_STARTED = "Kite session started"
 SESSION_ENDED = "Kite session ended"
-EVENT_BUS = "default"
-# The whole PutEvents call (two attempts of 1 s connect + 3 s read at worst) stops here.
-PUT_EVENTS_SECONDS = 4.0
 NOT_SENT_METRIC = "SessionEventNotSent"
 
 EndReason = Literal["expired", "revoked", "token_invalid"]
-
-
-class EventBridgePutEvents(Protocol):
-    """The one EventBridge call kitehooks makes (boto3's ``events`` client)."""
-
-    def put_events(self, *, Entries: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]: ...  # noqa: N803
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +41,7 @@ class SessionEvent:
     detail: dict[str, str]
 
     def entry(self) -> dict[str, Any]:
-        return {
-            "Source": SOURCE,
-            "DetailType": self.detail_type,
-            "Detail": json.dumps(self.detail, separators=(",", ":")),
-            "EventBusName": EVENT_BUS,
-        }
+        return eventbridge.entry(self.detail_type, self.detail)
 
 
 def _at(now: datetime) -> str:
@@ -93,17 +78,7 @@ class SessionEvents:
 
     def send(self, event: SessionEvent) -> bool:
         """True once EventBridge accepted the event; False (logged, counted) otherwise."""
-        reason = ""
-        try:
-            with self._deadline.limit(PUT_EVENTS_SECONDS):
-                answer = self._client.put_events(Entries=[event.entry()])
-            if answer.get("FailedEntryCount", 0):
-                failed = answer.get("Entries") or [{}]
-                reason = str(failed[0].get("ErrorCode") or "entry refused")
-        except DeadlineExceeded:
-            reason = "EventBridge did not answer in time"
-        except (BotoCoreError, ClientError) as error:
-            reason = error_code(error)
+        reason = eventbridge.put_one(self._client, self._deadline, event.entry())
         if not reason:
             return True
         self.not_sent += 1
