@@ -148,8 +148,30 @@ def test_a_forged_status_with_the_separator_is_still_judged(ledger: OrderLedger)
     forged = postback(status="COMPLETE|999", filled_quantity=5)
     ledger.record_postback(forged, MORNING)
     [claim] = ledger.orders_of(USER)[ORDER].claims
-    assert (claim.status, claim.filled_quantity, claim.order_timestamp) == ("COMPLETE|999", 5, TIMESTAMP)
+    assert (claim.status, claim.filled_quantity, claim.order_timestamp) == ("UNRECOGNISED", 5, TIMESTAMP)
     assert ledger.settle_claim(USER, ORDER, claim)
+
+
+def test_statuses_kite_never_uses_are_recorded_as_one_word_so_replays_cannot_grow_the_item(
+    ledger: OrderLedger,
+) -> None:
+    for n in range(50):
+        ledger.record_postback(postback(status="X" * 4000 + str(n), filled_quantity=5), MORNING)
+    order = ledger.orders_of(USER)[ORDER]
+    assert order.delivered == {"UNRECOGNISED|5"}
+    assert {claim.status for claim in order.claims} == {"UNRECOGNISED"}
+    # Kite's own statuses are kept as they are (UPDATE as the book's OPEN).
+    ledger.record_postback(postback(status="UPDATE", filled_quantity=3), MORNING)
+    assert "OPEN|3" in ledger.orders_of(USER)[ORDER].delivered
+
+
+def test_an_unconfirmed_claim_takes_its_state_out_of_delivered(ledger: OrderLedger) -> None:
+    ledger.record_postback(postback(status="COMPLETE", filled_quantity=10), MORNING)
+    claim = Claim("COMPLETE", 10, TIMESTAMP)
+    assert ledger.settle_claim(USER, ORDER, claim, unconfirmed=True)
+    order = ledger.orders_of(USER)[ORDER]
+    # Kite never said it: it must not count as the order's progress when the real one comes.
+    assert (order.claims, order.delivered) == (frozenset(), frozenset())
 
 
 # --- settling claims ----------------------------------------------------------------------------

@@ -19,10 +19,13 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 
 from kitehooks.orders import settings as reconciler_config
 from kitehooks.orders.history import update_states
-from kitehooks.orders.states import book_status, state_of_order
+from kitehooks.orders.ledger import OrderLedger
+from kitehooks.orders.schedule import PollRecords, polling_order
+from kitehooks.orders.states import OrderState, book_status, state_of_order
 from kitehooks.sessions.store import IST, new_session
 from local.gateway import LocalGateway
 from local.kite_orders import PostbackDelivery, TradingDay, trading_day
@@ -396,3 +399,77 @@ def test_with_order_confirmation_off_dropped_states_are_still_recovered(world_of
     again = app.handler({}, FakeLambdaContext())
     assert again["recovered"] == 0
     assert world.messages() == []
+
+
+# -- forgeries that must not hide or escape ------------------------------------------------------
+
+LIMIT_ORDER = {
+    "exchange": "NSE",
+    "tradingsymbol": "INFY",
+    "transaction_type": "BUY",
+    "quantity": "10",
+    "product": "CNC",
+    "order_type": "LIMIT",
+    "price": "1500",
+}
+
+
+def without_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The orders below move on the real clock: judge them at once.
+    monkeypatch.setenv("RECONCILER_GRACE_SECONDS", "0")
+    reset_caches()
+
+
+def test_a_forged_complete_does_not_hide_the_real_one_when_its_postbacks_are_lost(
+    world: World, reconcile: Run, monkeypatch: pytest.MonkeyPatch, captured: EventCapture
+) -> None:
+    without_grace(monkeypatch)
+    world.log_in("AB1234")
+    order_id = world.sim.orders.place("regular", LIMIT_ORDER, user_id="AB1234")
+    world.sim.orders.forge(order_id, status="COMPLETE", filled_quantity=10)
+    first = reconcile()
+    assert first["unconfirmed"] == 1
+    # Then the order really fills, and Kite's postbacks of it are lost.
+    world.sim.orders.configure(drop_share=1.0, seed=1)
+    world.sim.orders.fill(order_id, 5)
+    world.sim.orders.fill(order_id)
+    second = reconcile()
+    assert second["recovered"] == 2  # OPEN with 5 filled, then the real COMPLETE
+    table = world.stack["OrderLedgerTable"]["Ref"]
+    item = boto3.client("dynamodb").get_item(
+        TableName=table, Key={"pk": {"S": "orders#AB1234"}, "sk": {"S": order_id}}
+    )["Item"]
+    assert set(item["delivered"]["SS"]) >= {"OPEN|5", "COMPLETE|10"}
+    reconciled = [m for m in world.messages() if source_of(m) == "reconciler"]
+    assert [json.loads(m["Body"])["filled_quantity"] for m in reconciled][:1] == [5]
+    assert len(captured.of_type("Kite order update unconfirmed")) == 1
+
+
+def test_a_forged_user_id_is_caught_in_that_users_book(
+    world: World, reconcile: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_grace(monkeypatch)
+    world.log_in("AB1234")
+    world.log_in("CD5678")
+    order_id = world.sim.orders.place("regular", LIMIT_ORDER, user_id="AB1234")
+    # A genuine postback of AB1234's order, replayed with CD5678's user_id: still verifies.
+    [genuine] = [d for d in world.sim.orders.deliveries() if d.order_id == order_id]
+    replay = json.loads(genuine.body)
+    replay.update(user_id="CD5678", status="COMPLETE", filled_quantity=10)
+    answer = requests.post(f"{world.gateway.url}/postback", data=json.dumps(replay), timeout=10)
+    assert answer.status_code == 200
+    summary = reconcile()
+    # CD5678's book has no such order today: the claim is unconfirmed (order_not_in_book).
+    assert summary["unconfirmed"] == 1
+    assert reconcile()["unconfirmed"] == 0  # once
+
+
+def test_a_user_id_with_no_session_goes_to_the_back(world: World, reconcile: Run) -> None:
+    world.log_in("AB1234")
+    table = world.stack["OrderLedgerTable"]["Ref"]
+    ledger = OrderLedger(boto3.client("dynamodb"), table)
+    ledger.record_delivered("ZZ9999", "260101000000777", [OrderState("260101000000777", "OPEN", 0)])
+    reconcile()
+    polls = PollRecords(boto3.client("dynamodb"), table).load()
+    assert "ZZ9999" in polls  # recorded: the next runs put it behind the real sessions
+    assert polling_order(["AB1234", "ZZ9999"], polls, {})[0] == "AB1234"

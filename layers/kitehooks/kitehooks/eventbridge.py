@@ -36,11 +36,14 @@ def entry(detail_type: str, detail: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def put_one(client: EventBridgePutEvents, deadline: Deadline, event: Mapping[str, Any]) -> str:
+def put_one(
+    client: EventBridgePutEvents, deadline: Deadline, event: Mapping[str, Any], keep: float = 0.0
+) -> str:
     """Put one entry. ``""`` once EventBridge accepted it, else why not (an error code, never a
-    value from the request); the caller logs and counts that in its own words."""
+    value from the request); the caller logs and counts that in its own words. ``keep``: seconds
+    of the deadline left for what the caller must do when the put fails."""
     try:
-        with deadline.limit(PUT_EVENTS_SECONDS):
+        with deadline.limit(PUT_EVENTS_SECONDS, keep=keep):
             answer = client.put_events(Entries=[event])
     except DeadlineExceeded:
         return "EventBridge did not answer in time"

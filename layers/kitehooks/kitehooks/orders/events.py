@@ -50,10 +50,14 @@ class UnconfirmedUpdate:
 
 
 def put_unconfirmed(
-    client: EventBridgePutEvents, deadline: Deadline, update: UnconfirmedUpdate, now: datetime
+    client: EventBridgePutEvents,
+    deadline: Deadline,
+    update: UnconfirmedUpdate,
+    now: datetime,
+    keep: float = 0.0,
 ) -> bool:
     """True once EventBridge accepted the event; False (logged) otherwise. Never raises."""
-    reason = eventbridge.put_one(client, deadline, update.entry(now))
+    reason = eventbridge.put_one(client, deadline, update.entry(now), keep)
     if not reason:
         return True
     logger.error(

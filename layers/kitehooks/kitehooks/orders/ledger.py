@@ -53,6 +53,28 @@ RETENTION_SECONDS = 4 * 24 * 3600
 RECENT_POSTBACKS_INDEX = "RecentPostbacks"
 # A user whose postbacks carry no user_id still gets a ledger; the reconciler never reads it.
 UNKNOWN_USER = "-"
+# Every status Kite's orders pass through (UPDATE is the postbacks' word for OPEN). A verified
+# postback with any other status is recorded under UNRECOGNISED_STATUS.
+KITE_STATUSES = frozenset(
+    {
+        "OPEN",
+        "COMPLETE",
+        "CANCELLED",
+        "REJECTED",
+        "TRIGGER PENDING",
+        "AMO REQ RECEIVED",
+        "PUT ORDER REQ RECEIVED",
+        "VALIDATION PENDING",
+        "OPEN PENDING",
+        "MODIFY VALIDATION PENDING",
+        "MODIFY PENDING",
+        "MODIFIED",
+        "CANCEL PENDING",
+        "AMO CANCELLED",
+        "LAPSED",
+    }
+)
+UNRECOGNISED_STATUS = "UNRECOGNISED"
 
 
 class LedgerUnavailable(RuntimeError):
@@ -120,6 +142,11 @@ class OrderLedger:
         state = postback.state
         if state is None:
             return False
+        if state.status not in KITE_STATUSES:
+            # The status is not signed: a replayed postback could carry any text, and each one
+            # would grow the order's item towards DynamoDB's 400 KB. Recorded as one word, the
+            # claim is still judged (and flagged: Kite's history never shows that state).
+            state = OrderState(state.order_id, UNRECOGNISED_STATUS, state.filled_quantity)
         claim = Claim(state.status, state.filled_quantity, postback.order_timestamp)
         self._add(postback.user_id, state.order_id, [state.key], [claim.encode()], received_at)
         return True
@@ -165,17 +192,25 @@ class OrderLedger:
             )
         return orders
 
-    def settle_claim(self, user_id: str, order_id: str, claim: Claim) -> bool:
+    def settle_claim(self, user_id: str, order_id: str, claim: Claim, unconfirmed: bool = False) -> bool:
         """Remove a judged claim. True only for the one caller that removed it: two reconciler
-        runs judging the same claim raise its event once."""
+        runs judging the same claim raise its event once. An ``unconfirmed`` claim's state also
+        leaves ``delivered`` in the same write: Kite never said it, so it must not stand for the
+        order's progress (a forged COMPLETE would otherwise hide the real one when its postback
+        is lost)."""
         encoded = claim.encode()
+        update = "DELETE claims :claim"
+        values: dict[str, AttributeValueTypeDef] = {":claim": {"SS": [encoded]}, ":text": {"S": encoded}}
+        if unconfirmed:
+            update += ", delivered :state"
+            values[":state"] = {"SS": [claim.state_key]}
         try:
             self._dynamodb.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": _pk(user_id)}, "sk": {"S": order_id}},
-                UpdateExpression="DELETE claims :claim",
+                UpdateExpression=update,
                 ConditionExpression="contains(claims, :text)",
-                ExpressionAttributeValues={":claim": {"SS": [encoded]}, ":text": {"S": encoded}},
+                ExpressionAttributeValues=values,
             )
         except ClientError as error:
             if error_code(error) == "ConditionalCheckFailedException":

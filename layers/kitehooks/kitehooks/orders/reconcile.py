@@ -39,7 +39,7 @@ from kitehooks.aws import error_code
 from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.kite import client as kite
 from kitehooks.orders import events
-from kitehooks.orders.history import entry_time, judge, to_recover
+from kitehooks.orders.history import entry_time, judge, kite_time, to_recover
 from kitehooks.orders.ledger import IST, Claim, LedgerOrder, LedgerUnavailable, OrderLedger
 from kitehooks.orders.schedule import PollRecords, oldest_poll, polling_order
 from kitehooks.orders.states import FINAL_STATUSES, OrderState, state_of_order
@@ -67,6 +67,12 @@ SESSION_STEP_SECONDS = 8.0
 # Kite answered 429: no call from this run for this long, then the same call again.
 RATE_LIMITED_PAUSE_SECONDS = 1.0
 SQS_SEND_SECONDS = 4.0
+# Kept back while an unconfirmed event is put: if EventBridge hangs, the claim it settled is
+# still put back in time, so a later run announces it.
+PUT_BACK_SECONDS = 4.0
+# Users named only by postbacks (not in the session listing) a run looks at: user_id is not
+# signed, so made-up ids must not crowd out the real sessions.
+MAX_UNLISTED_USERS = 20
 # The asynchronous invoke of SessionFunction's check: one attempt's timeouts and some room.
 REPORT_DEAD_SECONDS = 5.0
 DEFAULT_GRACE_SECONDS = 60.0
@@ -97,6 +103,8 @@ class RunSummary:
     unconfirmed: int = 0
     events_not_sent: int = 0
     not_sent: int = 0
+    # Orders skipped because the ledger refused or did not answer for them; the run goes on.
+    orders_failed: int = 0
 
     def detail(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +143,11 @@ class Reconciler:
             touched = self.polls.postbacks_since(oldest_poll(listed, polls, day_start))
         # A user with postbacks and no session in the listing yet (a login since it was made) is
         # polled now; one with no session at all is skipped when its session is read.
-        user_ids = set(listed) | {user_id for user_id in touched if valid_user_id(user_id)}
+        unlisted = sorted(
+            (user_id for user_id in touched if user_id not in set(listed) and valid_user_id(user_id)),
+            key=lambda user_id: -touched[user_id],
+        )[:MAX_UNLISTED_USERS]
+        user_ids = set(listed) | set(unlisted)
         ordered = polling_order(user_ids, polls, touched)
         self.summary.sessions = len(ordered)
         for index, user_id in enumerate(ordered):
@@ -155,6 +167,8 @@ class Reconciler:
             with self.deadline.limit():
                 session = self.store.get(user_id)
         except SessionNotFound:
+            # Recorded, so that a user_id no session has (user_id is not signed) goes to the back.
+            self._record_poll(user_id, open_orders=False)
             return
         except (SessionStoreError, DeadlineExceeded) as error:
             self._failed(user_id, str(error) or "Secrets Manager did not answer in time")
@@ -202,7 +216,7 @@ class Reconciler:
             return False
         try:
             return datetime.fromisoformat(session.expires_at) > self.now
-        except ValueError:
+        except (ValueError, TypeError):  # not ISO 8601, or without an offset
             return True  # not ours to judge: Kite will say whether the token lives
 
     def _failed(self, user_id: str, reason: str) -> None:
@@ -219,33 +233,56 @@ class Reconciler:
         book = self._kite(partial(self.client.orders, token))
         self.summary.orders_seen += len(book)
         open_orders = False
+        in_book: set[str] = set()
         for order in book:
             current = state_of_order(order)
             if current is None:
                 continue
+            in_book.add(current.order_id)
             if order.get("status") not in FINAL_STATUSES:
                 open_orders = True
             record = known.get(current.order_id, LedgerOrder(current.order_id, frozenset(), frozenset()))
-            changed = current.is_update and current.key not in record.delivered
-            if not (changed or record.claims):
-                continue
-            if changed and not record.claims and self._within_grace(order):
-                # Kite's time for this state is within the grace: its postback may be in flight,
-                # and recovery would stop at it anyway. Its history waits for a later run, which
-                # saves a Kite call for every order that moved since the last run.
-                self.summary.waiting += 1
-                open_orders = True
-                continue
-            if not changed and all(claim.state_key == current.key for claim in record.claims):
-                # The book shows the claimed state now: confirmed without the order's history.
-                self._settle_confirmed(user_id, current.order_id, record.claims)
-                continue
-            history = self._kite(partial(self.client.order_history, token, current.order_id))
-            self.summary.histories += 1
-            if self._recover(user_id, order, current, history, record.delivered):
-                open_orders = True
-            self._judge(user_id, order, record.claims, history)
+            try:
+                if self._order(user_id, token, order, current, record):
+                    open_orders = True
+            except (LedgerUnavailable, DeadlineExceeded) as error:
+                # One order's ledger item failing (even one grown past DynamoDB's item limit)
+                # holds up neither this user's other orders nor anyone else's.
+                self.summary.orders_failed += 1
+                logger.warning(
+                    "order not reconciled",
+                    extra={
+                        "kite_user_id": user_id,
+                        "order_id": current.order_id,
+                        "reason": str(error) or "DynamoDB did not answer in time",
+                    },
+                )
+        self._judge_missing(user_id, known, in_book)
         return open_orders
+
+    def _order(
+        self, user_id: str, token: str, order: Mapping[str, Any], current: OrderState, record: LedgerOrder
+    ) -> bool:
+        """One order of the book; True when a state was left for a later run."""
+        changed = current.is_update and current.key not in record.delivered
+        if not (changed or record.claims):
+            return False
+        if changed and not record.claims and self._within_grace(order):
+            # Kite's time for this state is within the grace: its postback may be in flight,
+            # and recovery would stop at it anyway. Its history waits for a later run, which
+            # saves a Kite call for every order that moved since the last run.
+            self.summary.waiting += 1
+            return True
+        if not changed and all(claim.state_key == current.key for claim in record.claims):
+            # The book shows the claimed state now: confirmed without the order's history.
+            self._settle_confirmed(user_id, current.order_id, record.claims)
+            return False
+        history = self._kite(partial(self.client.order_history, token, current.order_id))
+        self.summary.histories += 1
+        # Judged first: a state Kite never said leaves what counts as delivered before any
+        # recovery reads it (a forged COMPLETE must not hide the real one).
+        never_said = self._judge(user_id, order, record.claims, history)
+        return self._recover(user_id, order, current, history, record.delivered - never_said)
 
     def _within_grace(self, order: Mapping[str, Any]) -> bool:
         at = entry_time(order)
@@ -261,6 +298,12 @@ class Reconciler:
     ) -> bool:
         """Send what the consumer has not seen; True when a state was left for a later run."""
         sends, waiting = to_recover(history, delivered, self.now, self.grace)
+        if sends:
+            # Read again just before sending: a postback recorded since the ledger was read (a
+            # later state) makes these superseded, and the queue must not see the order go back.
+            with self.deadline.limit():
+                latest = self.ledger.delivered(user_id, current.order_id)
+            sends, waiting = to_recover(history, delivered | latest, self.now, self.grace)
         if waiting:
             self.summary.waiting += 1
         sent: list[OrderState] = []
@@ -321,44 +364,88 @@ class Reconciler:
         order: Mapping[str, Any],
         claims: frozenset[Claim],
         history: list[dict[str, Any]],
-    ) -> None:
+    ) -> frozenset[str]:
+        """Judge each claim; the state keys Kite never said (their claims unconfirmed)."""
         order_id = str(order["order_id"])
+        never_said: set[str] = set()
         for claim in sorted(claims):
             verdict = judge(claim, history)
             if verdict == "wait":
                 continue
-            with self.deadline.limit():
-                settled = self.ledger.settle_claim(user_id, order_id, claim)
-            if not settled:
-                continue  # another run judged it first
             if verdict == "confirmed":
-                self.summary.confirmed += 1
-                continue
-            self.summary.unconfirmed += 1
-            kite_state = state_of_order(order)
-            update = events.UnconfirmedUpdate(
-                order_id=order_id,
-                user_id=user_id,
-                claimed_status=claim.status,
-                claimed_filled_quantity=claim.filled_quantity,
-                kite_status=str(order.get("status") or ""),
-                kite_filled_quantity=None if kite_state is None else kite_state.filled_quantity,
-                reason="state_not_in_history",
-            )
-            logger.warning(
-                "order update unconfirmed",
-                extra={"kite_user_id": user_id, "order_id": order_id, "claimed_status": claim.status},
-            )
-            if not events.put_unconfirmed(self.events, self.deadline, update, self.now):
-                self.summary.events_not_sent += 1
-                # Put the claim back: a later run judges it again and retries the event.
                 with self.deadline.limit():
-                    self.ledger.record_delivered(
-                        user_id,
-                        order_id,
-                        [OrderState(order_id, claim.status, claim.filled_quantity)],
-                        [claim],
+                    if self.ledger.settle_claim(user_id, order_id, claim):
+                        self.summary.confirmed += 1
+                continue
+            never_said.add(claim.state_key)
+            self._unconfirmed(user_id, order_id, claim, order, "state_not_in_history")
+        return frozenset(never_said)
+
+    def _judge_missing(self, user_id: str, known: Mapping[str, LedgerOrder], in_book: set[str]) -> None:
+        """Claims of orders the user's book does not have. The ledger was read before the book,
+        so a genuine order of today is in it: a claim of today's order that is not (a postback
+        whose unsigned user_id was changed) is unconfirmed. Earlier days' claims are left to the
+        ledger's TTL: today's book cannot speak for them."""
+        today = self.now.astimezone(IST).date()
+        for order_id, record in known.items():
+            if order_id in in_book:
+                continue
+            for claim in sorted(record.claims):
+                claimed_at = kite_time(claim.order_timestamp)
+                if claimed_at is None or claimed_at.date() != today:
+                    continue
+                try:
+                    self._unconfirmed(user_id, order_id, claim, {}, "order_not_in_book")
+                except (LedgerUnavailable, DeadlineExceeded) as error:
+                    self.summary.orders_failed += 1
+                    logger.warning(
+                        "order not reconciled",
+                        extra={"kite_user_id": user_id, "order_id": order_id, "reason": str(error)},
                     )
+
+    def _unconfirmed(
+        self, user_id: str, order_id: str, claim: Claim, order: Mapping[str, Any], reason: str
+    ) -> None:
+        """Settle a claim Kite never said (its state leaves ``delivered`` too) and announce it,
+        once: only the run whose conditional write settled it."""
+        with self.deadline.limit():
+            if not self.ledger.settle_claim(user_id, order_id, claim, unconfirmed=True):
+                return  # another run judged it first
+        self.summary.unconfirmed += 1
+        kite_state = state_of_order(order)
+        update = events.UnconfirmedUpdate(
+            order_id=order_id,
+            user_id=user_id,
+            claimed_status=claim.status,
+            claimed_filled_quantity=claim.filled_quantity,
+            kite_status=str(order.get("status") or ""),
+            kite_filled_quantity=None if kite_state is None else kite_state.filled_quantity,
+            reason=reason,
+        )
+        logger.warning(
+            "order update unconfirmed",
+            extra={"kite_user_id": user_id, "order_id": order_id, "claimed_status": claim.status},
+        )
+        if events.put_unconfirmed(self.events, self.deadline, update, self.now, keep=PUT_BACK_SECONDS):
+            return
+        self.summary.events_not_sent += 1
+        # Put the claim back: a later run judges it again and retries the event.
+        try:
+            with self.deadline.limit():
+                self.ledger.record_delivered(
+                    user_id, order_id, [OrderState(order_id, claim.status, claim.filled_quantity)], [claim]
+                )
+        except (LedgerUnavailable, DeadlineExceeded) as error:
+            logger.error(
+                "unconfirmed order update neither announced nor kept for a later run",
+                extra={
+                    "kite_user_id": user_id,
+                    "order_id": order_id,
+                    "claimed_status": claim.status,
+                    "claimed_filled_quantity": claim.filled_quantity,
+                    "reason": str(error) or "DynamoDB did not answer in time",
+                },
+            )
 
     # -- Kite --------------------------------------------------------------------------------
 
