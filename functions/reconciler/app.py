@@ -105,6 +105,7 @@ def _metrics(summary: RunSummary) -> dict[str, int]:
         "OrderStatesRecovered": summary.recovered,
         "OrderUpdateUnconfirmed": summary.unconfirmed,
         "OrderEventNotSent": summary.events_not_sent,
+        "OrdersNotReconciled": summary.orders_failed,
     }
 
 

@@ -10,6 +10,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from kitehooks.orders import ledger as ledger_module
 from kitehooks.orders.ledger import IST, Claim, LedgerOrder, LedgerUnavailable, OrderLedger
 from kitehooks.orders.states import OrderState
 from kitehooks.postbacks.postback import VerifiedPostback, parse_postback, verify_postback
@@ -309,3 +310,21 @@ def test_a_refusal_names_the_error_code(aws_env: str, stack: ResourceValues) -> 
     ledger = OrderLedger(boto3.client("dynamodb"), "kitehooks-no-such-table")
     with pytest.raises(LedgerUnavailable, match=r"\(ResourceNotFoundException\)$"):
         ledger.delivered(USER, ORDER)
+
+
+def test_an_order_holds_a_bounded_number_of_claims_awaiting_judgement(
+    ledger: OrderLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Quantities are not signed: replays with made-up ones must not grow the item without end.
+    monkeypatch.setattr(ledger_module, "MAX_PENDING_CLAIMS", 5)
+    for filled in range(5):
+        ledger.record_postback(postback(status="OPEN", filled_quantity=filled), MORNING)
+    with pytest.raises(LedgerUnavailable, match="ConditionalCheckFailed"):
+        ledger.record_postback(postback(status="OPEN", filled_quantity=99), MORNING)
+    order = ledger.orders_of(USER)[ORDER]
+    assert len(order.claims) == 5
+    assert "OPEN|99" not in order.delivered
+    # Once the reconciler has judged some, the order takes claims again.
+    assert ledger.settle_claim(USER, ORDER, Claim("OPEN", 0, TIMESTAMP))
+    ledger.record_postback(postback(status="OPEN", filled_quantity=99), MORNING)
+    assert "OPEN|99" in ledger.orders_of(USER)[ORDER].delivered

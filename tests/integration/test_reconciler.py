@@ -473,3 +473,19 @@ def test_a_user_id_with_no_session_goes_to_the_back(world: World, reconcile: Run
     polls = PollRecords(boto3.client("dynamodb"), table).load()
     assert "ZZ9999" in polls  # recorded: the next runs put it behind the real sessions
     assert polling_order(["AB1234", "ZZ9999"], polls, {})[0] == "AB1234"
+
+
+def test_a_claim_missing_from_the_book_waits_out_the_grace_before_it_is_flagged(
+    world: World, reconcile: Run
+) -> None:
+    # Kite's book may lag a postback it has just sent: within the grace, nothing is flagged.
+    world.log_in("AB1234")
+    world.log_in("CD5678")
+    order_id = world.sim.orders.place("regular", LIMIT_ORDER, user_id="AB1234")
+    [genuine] = [d for d in world.sim.orders.deliveries() if d.order_id == order_id]
+    replay = json.loads(genuine.body)
+    replay.update(user_id="CD5678")
+    assert (
+        requests.post(f"{world.gateway.url}/postback", data=json.dumps(replay), timeout=10).status_code == 200
+    )
+    assert reconcile()["unconfirmed"] == 0

@@ -104,6 +104,7 @@ def test_the_reconciler_may_do_only_what_it_does() -> None:
         ("secretsmanager:ListSecrets", "'*'"),
         ("dynamodb:Query", LEDGER),
         ("dynamodb:Query", LEDGER_INDEX),
+        ("dynamodb:GetItem", LEDGER),  # one order's states again, just before a recovery is sent
         ("dynamodb:UpdateItem", LEDGER),
         ("dynamodb:PutItem", LEDGER),
         ("sqs:SendMessage", repr({"Fn::GetAtt": ["OrderUpdatesQueue", "Arn"]})),

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -75,6 +75,8 @@ KITE_STATUSES = frozenset(
     }
 )
 UNRECOGNISED_STATUS = "UNRECOGNISED"
+# Claims one order may hold awaiting judgement (see _add).
+MAX_PENDING_CLAIMS = 256
 
 
 class LedgerUnavailable(RuntimeError):
@@ -261,15 +263,22 @@ class OrderLedger:
             ":at": {"N": str(int(now.timestamp()))},
             ":expires": {"N": str(int(time.time()) + RETENTION_SECONDS)},
         }
+        condition: dict[str, Any] = {}
         if claims:
             adds += ", claims :claims"
             values[":claims"] = _strings(claims)
+            # Quantities are not signed either: replays of one postback with made-up quantities
+            # would grow the item towards DynamoDB's 400 KB. An order never has this many states
+            # awaiting one run's judgement; past it, nothing more is recorded (and counted).
+            values[":most"] = {"N": str(MAX_PENDING_CLAIMS)}
+            condition = {"ConditionExpression": "attribute_not_exists(claims) OR size(claims) < :most"}
         update = (
             f"{adds} SET #day = if_not_exists(#day, :day), touched_at = if_not_exists(touched_at, :at),"
             " expires_at = :expires"
         )
         try:
             self._dynamodb.update_item(
+                **condition,
                 TableName=self._table,
                 Key={"pk": {"S": _pk(user_id)}, "sk": {"S": order_id}},
                 UpdateExpression=update,

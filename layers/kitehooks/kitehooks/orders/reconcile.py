@@ -73,6 +73,8 @@ PUT_BACK_SECONDS = 4.0
 # Users named only by postbacks (not in the session listing) a run looks at: user_id is not
 # signed, so made-up ids must not crowd out the real sessions.
 MAX_UNLISTED_USERS = 20
+# Claims of one order judged in one run; more wait for the next runs (the ledger caps them too).
+MAX_CLAIMS_PER_ORDER = 16
 # The asynchronous invoke of SessionFunction's check: one attempt's timeouts and some room.
 REPORT_DEAD_SECONDS = 5.0
 DEFAULT_GRACE_SECONDS = 60.0
@@ -143,11 +145,12 @@ class Reconciler:
             touched = self.polls.postbacks_since(oldest_poll(listed, polls, day_start))
         # A user with postbacks and no session in the listing yet (a login since it was made) is
         # polled now; one with no session at all is skipped when its session is read.
+        listed_users = set(listed)
         unlisted = sorted(
-            (user_id for user_id in touched if user_id not in set(listed) and valid_user_id(user_id)),
+            (user_id for user_id in touched if user_id not in listed_users and valid_user_id(user_id)),
             key=lambda user_id: -touched[user_id],
         )[:MAX_UNLISTED_USERS]
-        user_ids = set(listed) | set(unlisted)
+        user_ids = listed_users | set(unlisted)
         ordered = polling_order(user_ids, polls, touched)
         self.summary.sessions = len(ordered)
         for index, user_id in enumerate(ordered):
@@ -235,10 +238,11 @@ class Reconciler:
         open_orders = False
         in_book: set[str] = set()
         for order in book:
+            if isinstance(order.get("order_id"), str):
+                in_book.add(order["order_id"])  # even one whose state cannot be read
             current = state_of_order(order)
             if current is None:
                 continue
-            in_book.add(current.order_id)
             if order.get("status") not in FINAL_STATUSES:
                 open_orders = True
             record = known.get(current.order_id, LedgerOrder(current.order_id, frozenset(), frozenset()))
@@ -368,7 +372,8 @@ class Reconciler:
         """Judge each claim; the state keys Kite never said (their claims unconfirmed)."""
         order_id = str(order["order_id"])
         never_said: set[str] = set()
-        for claim in sorted(claims):
+        # Bounded: a flood of replayed postbacks with made-up quantities must not take the run.
+        for claim in sorted(claims)[:MAX_CLAIMS_PER_ORDER]:
             verdict = judge(claim, history)
             if verdict == "wait":
                 continue
@@ -390,9 +395,10 @@ class Reconciler:
         for order_id, record in known.items():
             if order_id in in_book:
                 continue
-            for claim in sorted(record.claims):
+            for claim in sorted(record.claims)[:MAX_CLAIMS_PER_ORDER]:
                 claimed_at = kite_time(claim.order_timestamp)
-                if claimed_at is None or claimed_at.date() != today:
+                # Today's, and past the grace: Kite's book has had time to show the order.
+                if claimed_at is None or claimed_at.date() != today or claimed_at > self.now - self.grace:
                     continue
                 try:
                     self._unconfirmed(user_id, order_id, claim, {}, "order_not_in_book")
