@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,7 @@ from types import ModuleType
 from typing import Any, TextIO
 
 # The same context the first-invocation child hands the handler, so warm and cold runs match.
+from benchmarks.emulator import moto_server
 from benchmarks.first_invocation import Context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,33 +104,6 @@ LEDGER_WRITE_UNITS = 2
 
 # --------------------------------------------------------------------------------------------
 # The emulator and the resources
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _environment(endpoint: str) -> dict[str, str]:

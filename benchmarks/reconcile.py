@@ -42,9 +42,7 @@ import math
 import os
 import platform
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -55,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from benchmarks.emulator import moto_server
 
 if TYPE_CHECKING:
     from local.kite_orders import OrderBook, PostbackDelivery
@@ -92,34 +92,6 @@ TRADING_MINUTES = 30 if QUICK else 7 * 60  # 09:00-15:59 IST: the template's def
 
 # --------------------------------------------------------------------------------------------
 # The emulator, the simulator and the functions
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto server in its own process: the emulator's CPU is not this process's."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _set_environment(endpoint: str) -> None:

@@ -116,49 +116,10 @@ def _stack_api_secret(target: _Target) -> str | None:
     return secret if isinstance(secret, str) else None
 
 
-def invoke_session_function(api_url: str, event: dict[str, Any]) -> int:
-    """Invoke the local SessionFunction with ``event`` and print its JSON answer.
-
-    0 when it did what was asked, 1 when it refused or failed (its answer says why), 2 when the
-    local stack cannot be reached.
-    """
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-
-    client: Any = boto3.client(
-        "lambda",
-        endpoint_url=api_url,
-        region_name="ap-south-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",  # noqa: S106 - the local stack accepts any credentials
-        # One attempt: a logout must not be sent twice. SessionFunction may take up to its 120 s.
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=130),
-    )
-    try:
-        answer = client.invoke(FunctionName=SESSION_FUNCTION, Payload=json.dumps(event).encode())
-        result = json.loads(answer["Payload"].read())
-    except EndpointConnectionError:
-        print(f"error: cannot reach the local stack at {api_url}; is `make dev` running?", file=sys.stderr)
-        return 2
-    except ClientError as error:
-        reason = error.response.get("Error", {})
-        print(f"error: {api_url} answered {reason.get('Code')}: {reason.get('Message')}", file=sys.stderr)
-        return 2
-    except (BotoCoreError, ValueError) as error:
-        print(
-            f"error: no answer from {SESSION_FUNCTION} at {api_url} ({type(error).__name__})", file=sys.stderr
-        )
-        return 2
-    print(json.dumps(result, indent=2))
-    if answer.get("FunctionError") or not (isinstance(result, dict) and result.get("ok")):
-        return 1
-    return 0
-
-
-def run_reconciler(api_url: str) -> int:
-    """Invoke the local ReconcilerFunction once, as its market-hours schedule does, and print what
-    the run did in two lines. 0 when it ran, 1 when it failed, 2 when the stack cannot be reached."""
+def _invoke_local(api_url: str, function: str, payload: bytes, read_timeout: float) -> tuple[bool, Any] | int:
+    """One invoke of a local function through the local Invoke API, once (never retried: a logout
+    must not be sent twice): ``(function failed, its answer)``, or 2 when no answer came (said on
+    stderr in one line)."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -169,11 +130,10 @@ def run_reconciler(api_url: str) -> int:
         region_name=REGION,
         aws_access_key_id="local",
         aws_secret_access_key="local",  # noqa: S106 - the local stack accepts any credentials
-        # The function's Timeout is 50 s; one attempt, as the schedule makes.
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=70),
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=read_timeout),
     )
     try:
-        answer = client.invoke(FunctionName=RECONCILER_FUNCTION, Payload=b'{"source": "make reconcile"}')
+        answer = client.invoke(FunctionName=function, Payload=payload)
         result = json.loads(answer["Payload"].read())
     except EndpointConnectionError:
         print(f"error: cannot reach the local stack at {api_url}; is `make dev` running?", file=sys.stderr)
@@ -183,9 +143,37 @@ def run_reconciler(api_url: str) -> int:
         print(f"error: {api_url} answered {reason.get('Code')}: {reason.get('Message')}", file=sys.stderr)
         return 2
     except (BotoCoreError, ValueError) as error:
-        print(f"error: no answer from {RECONCILER_FUNCTION} ({type(error).__name__})", file=sys.stderr)
+        print(f"error: no answer from {function} at {api_url} ({type(error).__name__})", file=sys.stderr)
         return 2
-    if answer.get("FunctionError") or not isinstance(result, dict):
+    return bool(answer.get("FunctionError")), result
+
+
+def invoke_session_function(api_url: str, event: dict[str, Any]) -> int:
+    """Invoke the local SessionFunction with ``event`` and print its JSON answer.
+
+    0 when it did what was asked, 1 when it refused or failed (its answer says why), 2 when the
+    local stack cannot be reached.
+    """
+    # SessionFunction may take up to its 120 s Timeout.
+    invoked = _invoke_local(api_url, SESSION_FUNCTION, json.dumps(event).encode(), read_timeout=130)
+    if isinstance(invoked, int):
+        return invoked
+    failed, result = invoked
+    print(json.dumps(result, indent=2))
+    if failed or not (isinstance(result, dict) and result.get("ok")):
+        return 1
+    return 0
+
+
+def run_reconciler(api_url: str) -> int:
+    """Invoke the local ReconcilerFunction once, as its market-hours schedule does, and print what
+    the run did in two lines. 0 when it ran, 1 when it failed, 2 when the stack cannot be reached."""
+    # The function's Timeout is 50 s.
+    invoked = _invoke_local(api_url, RECONCILER_FUNCTION, b'{"source": "make reconcile"}', read_timeout=70)
+    if isinstance(invoked, int):
+        return invoked
+    failed, result = invoked
+    if failed or not isinstance(result, dict):
         print(f"reconciliation failed: {json.dumps(result)}", file=sys.stderr)
         return 1
     print(
