@@ -328,3 +328,15 @@ def test_an_order_holds_a_bounded_number_of_claims_awaiting_judgement(
     assert ledger.settle_claim(USER, ORDER, Claim("OPEN", 0, TIMESTAMP))
     ledger.record_postback(postback(status="OPEN", filled_quantity=99), MORNING)
     assert "OPEN|99" in ledger.orders_of(USER)[ORDER].delivered
+
+
+def test_an_unconfirmed_claim_leaves_a_genuine_claim_of_the_same_state_delivered(ledger: OrderLedger) -> None:
+    # A forged COMPLETE (judged unconfirmed) and, recorded meanwhile, Kite's genuine one: the
+    # genuine postback's state stays delivered, and its claim waits for its own judgement.
+    ledger.record_postback(postback(status="COMPLETE", filled_quantity=10), MORNING)
+    later = "2026-11-30 10:15:09"
+    ledger.record_delivered(USER, ORDER, [OrderState(ORDER, "COMPLETE", 10)], [Claim("COMPLETE", 10, later)])
+    assert ledger.settle_claim(USER, ORDER, Claim("COMPLETE", 10, TIMESTAMP), unconfirmed=True)
+    order = ledger.orders_of(USER)[ORDER]
+    assert order.delivered == {"COMPLETE|10"}
+    assert order.claims == {Claim("COMPLETE", 10, later)}

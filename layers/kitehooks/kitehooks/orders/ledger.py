@@ -207,12 +207,13 @@ class OrderLedger:
             update += ", delivered :state"
             values[":state"] = {"SS": [claim.state_key]}
         try:
-            self._dynamodb.update_item(
+            answer = self._dynamodb.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": _pk(user_id)}, "sk": {"S": order_id}},
                 UpdateExpression=update,
                 ConditionExpression="contains(claims, :text)",
                 ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW" if unconfirmed else "NONE",
             )
         except ClientError as error:
             if error_code(error) == "ConditionalCheckFailedException":
@@ -220,6 +221,13 @@ class OrderLedger:
             raise LedgerUnavailable(f"DynamoDB UpdateItem failed ({error_code(error)})") from error
         except BotoCoreError as error:
             raise LedgerUnavailable(f"DynamoDB UpdateItem failed ({error_code(error)})") from error
+        if unconfirmed:
+            # A genuine postback of the same state recorded since the history was read (its claim
+            # is still there) keeps its state delivered.
+            remaining = answer.get("Attributes", {}).get("claims", {}).get("SS", [])
+            decoded = (Claim.decode(text) for text in remaining)
+            if any(other is not None and other.state_key == claim.state_key for other in decoded):
+                self._add(user_id, order_id, [claim.state_key], [], None)
         return True
 
     def users_with_postbacks_since(self, since: datetime) -> set[str]:
