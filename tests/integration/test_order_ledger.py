@@ -10,8 +10,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from kitehooks.clock import IST
 from kitehooks.orders import ledger as ledger_module
-from kitehooks.orders.ledger import IST, Claim, LedgerOrder, LedgerUnavailable, OrderLedger
+from kitehooks.orders.ledger import Claim, LedgerOrder, LedgerUnavailable, OrderLedger
 from kitehooks.orders.states import OrderState
 from kitehooks.postbacks.postback import VerifiedPostback, parse_postback, verify_postback
 from local.provision import ResourceValues

@@ -21,12 +21,13 @@ import boto3
 import pytest
 import requests
 
+from kitehooks.clock import IST
 from kitehooks.orders import settings as reconciler_config
 from kitehooks.orders.history import update_states
 from kitehooks.orders.ledger import OrderLedger
 from kitehooks.orders.schedule import PollRecords, polling_order
 from kitehooks.orders.states import OrderState, book_status, state_of_order
-from kitehooks.sessions.store import IST, new_session
+from kitehooks.sessions.store import new_session
 from local.gateway import LocalGateway
 from local.kite_orders import PostbackDelivery, TradingDay, trading_day
 from local.kite_simulator import KiteSimulator

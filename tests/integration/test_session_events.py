@@ -19,9 +19,10 @@ from kiteconnect import KiteConnect
 from kiteconnect.exceptions import TokenException
 
 from kitehooks import aws, clock
+from kitehooks.clock import IST
 from kitehooks.kite import client as kite
 from kitehooks.sessions.admin import SessionActionFailed
-from kitehooks.sessions.store import IST, SessionStore, new_session
+from kitehooks.sessions.store import SessionStore, new_session
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from tests.conftest import (

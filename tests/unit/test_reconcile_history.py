@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from kitehooks.orders.history import judge, kite_time, to_recover, update_states
-from kitehooks.orders.ledger import IST, Claim
+from kitehooks.clock import IST, kite_time
+from kitehooks.orders.history import judge, to_recover, update_states
+from kitehooks.orders.ledger import Claim
 from kitehooks.orders.schedule import PollRecord, oldest_poll, polling_order
 
 NOW = datetime(2026, 11, 30, 11, 0, 0, tzinfo=IST)

@@ -8,17 +8,11 @@ from typing import Any
 
 import pytest
 
+from kitehooks.clock import IST
 from kitehooks.deadline import Deadline
 from kitehooks.sessions.admin import Pacer
 from kitehooks.sessions.events import SessionEvents, session_ended, session_started
-from kitehooks.sessions.store import (
-    IST,
-    KiteSession,
-    SessionStoreError,
-    new_session,
-    next_expiry,
-    secret_name,
-)
+from kitehooks.sessions.store import KiteSession, SessionStoreError, new_session, next_expiry, secret_name
 
 
 @pytest.mark.parametrize(

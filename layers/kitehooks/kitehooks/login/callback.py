@@ -17,6 +17,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.shared.cookies import Cookie
 
 from kitehooks import aws
+from kitehooks.clock import IST
 from kitehooks.config import DEFAULT_LOGIN_STATE_TTL_SECONDS, CallbackSettings
 from kitehooks.credentials import ApiCredentials
 from kitehooks.deadline import Deadline, DeadlineExceeded
@@ -26,7 +27,6 @@ from kitehooks.login import used_states
 from kitehooks.login.start import Page, completed_cookie, state_cookie
 from kitehooks.sessions.events import SessionEvents, session_started
 from kitehooks.sessions.store import (
-    IST,
     KiteSession,
     SessionStore,
     SessionStoreError,

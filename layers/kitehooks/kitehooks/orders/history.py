@@ -13,22 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from kitehooks.orders.ledger import IST, Claim
+from kitehooks.clock import kite_time
+from kitehooks.orders.ledger import Claim
 from kitehooks.orders.states import OrderState, state_of_order
 
-KITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
 Verdict = Literal["confirmed", "unconfirmed", "wait"]
-
-
-def kite_time(text: Any) -> datetime | None:
-    """Kite's ``"YYYY-MM-DD HH:MM:SS"`` (IST, no offset) as an aware datetime; None otherwise."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.strptime(text, KITE_TIME_FORMAT).replace(tzinfo=IST)
-    except ValueError:
-        return None
 
 
 def entry_time(entry: Mapping[str, Any]) -> datetime | None:

@@ -32,13 +32,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kitehooks.aws import error_code
-from kitehooks.orders.states import OrderState, quantity
+from kitehooks.clock import IST
+from kitehooks.orders.states import KITE_STATUSES, OrderState, quantity
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -46,34 +47,12 @@ if TYPE_CHECKING:
 
     from kitehooks.postbacks.postback import VerifiedPostback
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 # Orders are a day's business; GTT and AMO orders reach into the next day. Kept some days more
 # so that a late redrive still finds what the queue already has.
 RETENTION_SECONDS = 4 * 24 * 3600
 RECENT_POSTBACKS_INDEX = "RecentPostbacks"
 # A user whose postbacks carry no user_id still gets a ledger; the reconciler never reads it.
 UNKNOWN_USER = "-"
-# Every status Kite's orders pass through (UPDATE is the postbacks' word for OPEN). A verified
-# postback with any other status is recorded under UNRECOGNISED_STATUS.
-KITE_STATUSES = frozenset(
-    {
-        "OPEN",
-        "COMPLETE",
-        "CANCELLED",
-        "REJECTED",
-        "TRIGGER PENDING",
-        "AMO REQ RECEIVED",
-        "PUT ORDER REQ RECEIVED",
-        "VALIDATION PENDING",
-        "OPEN PENDING",
-        "MODIFY VALIDATION PENDING",
-        "MODIFY PENDING",
-        "MODIFIED",
-        "CANCEL PENDING",
-        "AMO CANCELLED",
-        "LAPSED",
-    }
-)
 UNRECOGNISED_STATUS = "UNRECOGNISED"
 # Claims one order may hold awaiting judgement (see _add).
 MAX_PENDING_CLAIMS = 256

@@ -13,10 +13,14 @@ names no state (no status or no filled_quantity) falls back to sha256 of the bod
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Literal
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kitehooks.aws import error_code
+from kitehooks.orders.states import OrderState
 from kitehooks.postbacks.postback import VerifiedPostback
 
 if TYPE_CHECKING:
@@ -53,23 +57,56 @@ class QueueUnavailable(RuntimeError):
 
 def publish(sqs: SQSClient, queue_url: str, postback: VerifiedPostback, source: Source = "postback") -> str:
     """Send one verified postback; return its SQS MessageId, or raise :class:`QueueUnavailable`."""
+    return _send(
+        sqs,
+        queue_url,
+        postback.raw_body,
+        postback.order_id,
+        deduplication_id(postback),
+        message_attributes(postback, source),
+    )
+
+
+def publish_recovered(
+    sqs: SQSClient, queue_url: str, state: OrderState, order: Mapping[str, Any], user_id: str
+) -> str:
+    """Send an order state the reconciler recovered from Kite's order book: body = the order object
+    as Kite returned it, the same attributes as a postback's (status as the book says it) with
+    ``source=reconciler``, and the state's deduplication id, which a postback of it shares."""
+    attributes = {
+        "user_id": user_id,
+        "order_id": state.order_id,
+        "status": str(order.get("status") or state.status),
+        "source": "reconciler",
+    }
+    return _send(
+        sqs,
+        queue_url,
+        json.dumps(order, separators=(",", ":")),
+        state.order_id,
+        state.deduplication_id,
+        {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items() if value},
+    )
+
+
+def _send(
+    sqs: SQSClient,
+    queue_url: str,
+    body: str,
+    order_id: str,
+    deduplication: str,
+    attributes: dict[str, MessageAttributeValueTypeDef],
+) -> str:
     try:
         response = sqs.send_message(
             QueueUrl=queue_url,
-            MessageBody=postback.raw_body,
-            MessageGroupId=postback.order_id,
-            MessageDeduplicationId=deduplication_id(postback),
-            MessageAttributes=message_attributes(postback, source),
+            MessageBody=body,
+            MessageGroupId=order_id,
+            MessageDeduplicationId=deduplication,
+            MessageAttributes=attributes,
         )
     except (BotoCoreError, ClientError) as error:
         raise QueueUnavailable(
-            f"SQS send_message failed ({type(error).__name__}: {_error_code(error)})"
+            f"SQS send_message failed ({type(error).__name__}: {error_code(error)})"
         ) from error
     return response["MessageId"]
-
-
-def _error_code(error: Exception) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", "unknown"))
-    return "no response"

@@ -25,7 +25,6 @@ and the run goes on. Any other failure for one session is logged and counted, an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -33,14 +32,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import BotoCoreError, ClientError
 
-from kitehooks.aws import error_code
+from kitehooks.clock import IST, kite_time
 from kitehooks.deadline import Deadline, DeadlineExceeded
 from kitehooks.kite import client as kite
-from kitehooks.orders import events
-from kitehooks.orders.history import entry_time, judge, kite_time, to_recover
-from kitehooks.orders.ledger import IST, Claim, LedgerOrder, LedgerUnavailable, OrderLedger
+from kitehooks.orders import events, queue
+from kitehooks.orders.history import entry_time, judge, to_recover
+from kitehooks.orders.ledger import Claim, LedgerOrder, LedgerUnavailable, OrderLedger
 from kitehooks.orders.schedule import PollRecords, oldest_poll, polling_order
 from kitehooks.orders.states import FINAL_STATUSES, OrderState, state_of_order
 from kitehooks.sessions.admin import Pacer
@@ -332,29 +330,13 @@ class Reconciler:
         return waiting
 
     def _send(self, user_id: str, state: OrderState, body: Mapping[str, Any]) -> None:
-        attributes = {
-            "user_id": user_id,
-            "order_id": state.order_id,
-            "status": str(body.get("status") or state.status),
-            "source": "reconciler",
-        }
         try:
             with self.deadline.limit(SQS_SEND_SECONDS):
-                self.sqs.send_message(
-                    QueueUrl=self.queue_url,
-                    MessageBody=json.dumps(body, separators=(",", ":")),
-                    MessageGroupId=state.order_id,
-                    MessageDeduplicationId=state.deduplication_id,
-                    MessageAttributes={
-                        name: {"DataType": "String", "StringValue": value}
-                        for name, value in attributes.items()
-                        if value
-                    },
-                )
+                queue.publish_recovered(self.sqs, self.queue_url, state, body, user_id)
         except DeadlineExceeded:
             raise _NotSent("SQS did not answer in time") from None
-        except (BotoCoreError, ClientError) as error:
-            raise _NotSent(f"SQS send_message failed ({error_code(error)})") from None
+        except queue.QueueUnavailable as error:
+            raise _NotSent(str(error)) from None
 
     def _settle_confirmed(self, user_id: str, order_id: str, claims: frozenset[Claim]) -> None:
         for claim in sorted(claims):

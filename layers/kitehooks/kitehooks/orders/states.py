@@ -21,6 +21,27 @@ from typing import Any
 # CANCEL PENDING, ...) is Kite's own passage between two of these, and gets no postback.
 UPDATE_STATUSES = frozenset({"OPEN", "COMPLETE", "CANCELLED", "REJECTED"})
 FINAL_STATUSES = frozenset({"COMPLETE", "CANCELLED", "REJECTED"})
+# Every status Kite's orders pass through (UPDATE is the postbacks' word for OPEN). Anything else
+# in a postback's unsigned status is not Kite's (the ledger records it as one word).
+KITE_STATUSES = frozenset(
+    {
+        "OPEN",
+        "COMPLETE",
+        "CANCELLED",
+        "REJECTED",
+        "TRIGGER PENDING",
+        "AMO REQ RECEIVED",
+        "PUT ORDER REQ RECEIVED",
+        "VALIDATION PENDING",
+        "OPEN PENDING",
+        "MODIFY VALIDATION PENDING",
+        "MODIFY PENDING",
+        "MODIFIED",
+        "CANCEL PENDING",
+        "AMO CANCELLED",
+        "LAPSED",
+    }
+)
 # Beyond any real order's size: a "filled_quantity" with more digits is not a quantity.
 _MAX_QUANTITY_DIGITS = 12
 

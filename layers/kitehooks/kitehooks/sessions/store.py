@@ -12,18 +12,17 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kitehooks.aws import error_code
+from kitehooks.clock import IST, kite_time
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-# IST has no daylight saving: a fixed offset is exact.
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 # Kite expires every access token at 06:00 IST the next morning.
 EXPIRY_TIME_IST = time(6, 0)
 _USER_ID = re.compile(r"[A-Za-z0-9]{2,16}")
@@ -57,11 +56,8 @@ def next_expiry(moment: datetime) -> datetime:
 
 
 def kite_login_time(login_time: str, fallback: datetime) -> datetime:
-    """Kite's "YYYY-MM-DD HH:MM:SS" (IST, no offset) as an aware datetime."""
-    try:
-        return datetime.strptime(login_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=IST)
-    except ValueError:
-        return fallback.astimezone(IST)
+    """Kite's login_time as an aware datetime; ``fallback`` when it is not in Kite's format."""
+    return kite_time(login_time) or fallback.astimezone(IST)
 
 
 def valid_user_id(user_id: str) -> bool:
