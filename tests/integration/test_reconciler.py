@@ -10,7 +10,6 @@ delivered, each once, in order, never going back.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -40,50 +39,15 @@ from tests.conftest import (
     load_function,
     reset_layer_caches,
 )
+from tests.event_capture import EventCapture, capture_events
 
 UNCONFIRMED = "Kite order update unconfirmed"
 Run = Callable[[], dict[str, Any]]
 
 
-@dataclass
-class EventCapture:
-    """A rule on the default bus sending every kitehooks event to a queue, as a subscriber would."""
-
-    queue_url: str
-
-    def drain(self, settle_seconds: float = 0.5) -> list[dict[str, Any]]:
-        sqs = boto3.client("sqs")
-        found: list[dict[str, Any]] = []
-        until = time.monotonic() + settle_seconds
-        while True:
-            messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
-                "Messages", []
-            )
-            for message in messages:
-                found.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-            if not messages and time.monotonic() >= until:
-                return found
-
-    def of_type(self, detail_type: str) -> list[dict[str, Any]]:
-        return [event for event in self.drain() if event["detail-type"] == detail_type]
-
-
 @pytest.fixture
 def captured(aws_env: str) -> Iterator[EventCapture]:
-    yield from event_capture()
-
-
-def event_capture() -> Iterator[EventCapture]:
-    sqs, events = boto3.client("sqs"), boto3.client("events")
-    name = f"kitehooks-reconcile-{uuid.uuid4().hex[:8]}"
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=name, EventBusName="default", EventPattern=json.dumps({"source": ["kitehooks"]}))
-    events.put_targets(Rule=name, EventBusName="default", Targets=[{"Id": "capture", "Arn": arn}])
-    yield EventCapture(queue_url)
-    events.remove_targets(Rule=name, EventBusName="default", Ids=["capture"])
-    events.delete_rule(Name=name, EventBusName="default")
+    yield from capture_events()
 
 
 @dataclass

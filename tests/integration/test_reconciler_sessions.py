@@ -19,11 +19,10 @@ from kitehooks.orders.schedule import PollRecords, polling_order
 from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from tests.conftest import FakeLambdaContext, closed_port, load_function
+from tests.event_capture import EventCapture, capture_events
 from tests.integration.test_reconciler import (
     UNCONFIRMED,
-    EventCapture,
     World,
-    event_capture,
     expected_sequences,
     reset_caches,
     sequences,
@@ -43,7 +42,7 @@ def world(
 
 @pytest.fixture
 def events(world: World) -> Iterator[EventCapture]:
-    yield from event_capture()
+    yield from capture_events()
 
 
 def reconcile() -> dict[str, Any]:
@@ -88,7 +87,7 @@ def test_a_dead_token_ends_that_session_and_the_run_reconciles_the_others(
         time.sleep(0.2)
     assert world.session("CD5678")["status"] == "expired"
     assert world.session("AB1234")["status"] == "active"
-    [ended] = [e for e in events.drain() if e["detail-type"] == "Kite session ended"]
+    [ended] = [e for e in events.events() if e["detail-type"] == "Kite session ended"]
     assert (ended["detail"]["user_id"], ended["detail"]["reason"]) == ("CD5678", "token_invalid")
 
     # The next run skips the ended session and finds nothing left for AB1234.

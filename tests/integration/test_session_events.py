@@ -9,7 +9,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +34,7 @@ from tests.conftest import (
     load_function,
 )
 from tests.conftest import reset_layer_caches as reset_conftest_caches
+from tests.event_capture import EventCapture, capture_events
 from tests.integration.test_login_flow import Browser
 from tests.integration.test_session_function import Invoke, logged_in, session_invoker, stored
 
@@ -44,45 +44,9 @@ def reset_layer_caches() -> None:
     aws.events_client.cache_clear()
 
 
-@dataclass
-class EventCapture:
-    """A rule on the default bus that sends every kitehooks event to a queue, read back here."""
-
-    queue_url: str
-    rule: str
-
-    def events(self, settle_seconds: float = 0.3) -> list[dict[str, Any]]:
-        """Every event delivered so far, oldest first (drains the queue)."""
-        sqs = boto3.client("sqs")
-        found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + settle_seconds
-        while True:
-            answer = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            messages = answer.get("Messages", [])
-            for message in messages:
-                found.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-            if not messages and time.monotonic() >= deadline:
-                return sorted(found, key=lambda event: str(event["detail"].get("at", "")))
-
-    def ended(self) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e["detail-type"] == "Kite session ended"]
-
-
 @pytest.fixture
 def captured(aws_env: str) -> Iterator[EventCapture]:
-    sqs = boto3.client("sqs")
-    events = boto3.client("events")
-    name = f"kitehooks-events-{uuid.uuid4().hex[:8]}"
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events.put_rule(Name=name, EventBusName="default", EventPattern=json.dumps({"source": ["kitehooks"]}))
-    events.put_targets(Rule=name, EventBusName="default", Targets=[{"Id": "capture", "Arn": queue_arn}])
-    yield EventCapture(queue_url, name)
-    events.remove_targets(Rule=name, EventBusName="default", Ids=["capture"])
-    events.delete_rule(Name=name, EventBusName="default")
+    yield from capture_events()
 
 
 def test_moto_delivers_only_kitehooks_events_to_the_rules_target(captured: EventCapture) -> None:

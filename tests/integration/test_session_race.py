@@ -18,14 +18,14 @@ import requests
 from kitehooks.sessions.store import KiteSession, SessionStore
 from local.kite_simulator import KiteSimulator
 from tests.conftest import FakeLambdaContext, load_function
-from tests.integration.test_session_events import (
-    EventCapture,
-    login,
-    reset_layer_caches,
-)
+from tests.event_capture import EventCapture
 
 # Fixtures, imported so that pytest finds them here too.
 from tests.integration.test_session_events import captured as captured
+from tests.integration.test_session_events import (
+    login,
+    reset_layer_caches,
+)
 from tests.integration.test_session_events import prefix as prefix
 from tests.integration.test_session_function import logged_in
 
