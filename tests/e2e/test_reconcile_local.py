@@ -8,34 +8,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
-import pytest
 import requests
 
-from local.dev import DevPorts, DevStack
+from local.dev import DevStack
 from tests.conftest import run_make
+from tests.e2e.test_local_stack import aws
+from tests.e2e.test_local_stack import stack as stack
 
 TIMEOUT = 90
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[DevStack]:
-    with DevStack(ports=DevPorts(api=0, aws=0, kite=0)) as running:
-        yield running
-
-
-def aws(stack: DevStack, service: str) -> Any:
-    make_client: Any = boto3.client
-    return make_client(
-        service,
-        endpoint_url=stack.aws_url,
-        region_name="ap-south-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
 
 
 def stored(stack: DevStack, user_id: str) -> dict[str, Any]:
