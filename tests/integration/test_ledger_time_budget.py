@@ -36,6 +36,7 @@ from tests.conftest import (
     point_boto3_at,
 )
 from tests.faults import FailingEndpoint, HangingEndpoint, TricklingEndpoint
+from tests.integration.test_time_budget import _queued
 
 USER = "AB1234"
 NOT_RECORDED = "order state not recorded in the ledger"
@@ -143,20 +144,7 @@ def answers(moto_endpoint: str) -> Iterator[tuple[dict[str, Answer], ResourceVal
 def queued(answers: tuple[dict[str, Answer], ResourceValues], moto_endpoint: str) -> dict[str, list[str]]:
     with pytest.MonkeyPatch.context() as environment:
         point_boto3_at(environment, moto_endpoint)
-        sqs = boto3.client("sqs")
-        by_order: dict[str, list[str]] = {}
-        while True:
-            batch = sqs.receive_message(
-                QueueUrl=answers[1]["OrderUpdatesQueue"]["Ref"],
-                MaxNumberOfMessages=10,
-                MessageSystemAttributeNames=["MessageGroupId"],
-                WaitTimeSeconds=0,
-                VisibilityTimeout=600,
-            ).get("Messages", [])
-            if not batch:
-                return by_order
-            for message in batch:
-                by_order.setdefault(message["Attributes"]["MessageGroupId"], []).append(message["Body"])
+        return _queued(answers[1])
 
 
 def _metric_names(line: dict[str, Any]) -> set[str]:

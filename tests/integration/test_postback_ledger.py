@@ -23,6 +23,7 @@ from kitehooks.orders.ledger import Claim, OrderLedger
 from local.provision import ResourceValues
 from local.samples import http_api_event, postback_body
 from tests.conftest import TEST_API_SECRET, FakeLambdaContext, load_function, reset_layer_caches
+from tests.integration.test_postback_handler import queued
 
 ORDER_ID = "251130000050001"
 USER = "AB1234"
@@ -114,22 +115,6 @@ def confirming(stack: ResourceValues, dynamodb: CountingRelay, monkeypatch: pyte
 def not_confirming(stack: ResourceValues, dynamodb: CountingRelay, monkeypatch: pytest.MonkeyPatch) -> Invoke:
     """The postback function with OrderConfirmation=off."""
     return _postback_function(monkeypatch, stack, "")
-
-
-def queued(stack: ResourceValues) -> list[dict[str, Any]]:
-    sqs = boto3.client("sqs")
-    messages: list[dict[str, Any]] = []
-    while True:
-        batch = sqs.receive_message(
-            QueueUrl=stack["OrderUpdatesQueue"]["Ref"],
-            MaxNumberOfMessages=10,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["All"],
-            WaitTimeSeconds=0,
-        ).get("Messages", [])
-        if not batch:
-            return messages
-        messages.extend(dict(message) for message in batch)
 
 
 def ledger(stack: ResourceValues) -> OrderLedger:
