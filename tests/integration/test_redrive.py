@@ -17,6 +17,7 @@ import pytest
 import requests
 from botocore.config import Config
 
+from kitehooks.orders import queue
 from kitehooks.orders.ledger import Claim, OrderLedger
 from kitehooks.orders.states import OrderState
 from kitehooks.postbacks import redrive as redrive_module
@@ -387,6 +388,42 @@ def test_a_state_the_reconciler_recovered_meanwhile_is_not_sent_again(stack: Res
     order = ledger.orders_of(LEDGER_USER)[waiting]
     assert order.delivered == {"COMPLETE|1"}
     assert order.claims == {Claim("COMPLETE", 1, "2022-03-03 09:24:25")}
+
+
+def test_redrive_and_the_reconciler_sending_one_state_at_once_make_one_message(stack: ResourceValues) -> None:
+    # Both read the ledger before either records: they meet. The state's deduplication id, the same
+    # for both, leaves one message on the queue, and the ledger ends with the state delivered once.
+    order_id = "251130000033399"
+    ledger = ledger_of(stack)
+    body = postback_body(TEST_API_SECRET, order_id=order_id, status="COMPLETE")
+    park(stack, body, "verified")
+    state = OrderState(order_id, "COMPLETE", 1)
+    order = {**json.loads(body), "placed_by": LEDGER_USER}
+    both_read = threading.Barrier(2, timeout=30)
+
+    class MeetingLedger(OrderLedger):
+        def delivered(self, user_id: str | None, order_id: str) -> frozenset[str]:
+            found = super().delivered(user_id, order_id)
+            both_read.wait()  # the other writer has read too, and neither has sent
+            return found
+
+    def reconciler_sends() -> None:
+        assert ledger.delivered(LEDGER_USER, order_id) == frozenset()
+        both_read.wait()
+        queue.publish_recovered(boto3.client("sqs"), queue_of(stack), state, order, LEDGER_USER)
+        ledger.record_delivered(LEDGER_USER, order_id, [state])
+
+    reconciler = threading.Thread(target=reconciler_sends)
+    reconciler.start()
+    report = redrive(
+        boto3.client("s3"), boto3.client("sqs"), bucket_of(stack), queue_of(stack), TEST_API_SECRET,
+        ledger=MeetingLedger(boto3.client("dynamodb"), stack["OrderLedgerTable"]["Ref"]),
+    )  # fmt: skip
+    reconciler.join(timeout=30)
+    assert not reconciler.is_alive()
+    assert len(report.sent) == 1
+    assert statuses_by_order(drain(stack)) == {order_id: ["COMPLETE"]}
+    assert ledger.delivered(LEDGER_USER, order_id) == {"COMPLETE|1"}
 
 
 def test_without_the_ledger_the_same_state_is_sent_again(stack: ResourceValues) -> None:
