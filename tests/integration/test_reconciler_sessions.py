@@ -20,6 +20,7 @@ from local.kite_simulator import KiteSimulator
 from local.provision import ResourceValues
 from tests.conftest import FakeLambdaContext, closed_port, load_function
 from tests.event_capture import EventCapture, capture_events
+from tests.faults import HangingEndpoint, TricklingEndpoint
 from tests.integration.test_reconciler import (
     UNCONFIRMED,
     World,
@@ -254,3 +255,23 @@ def test_an_ended_session_is_not_read_first_by_every_run(world: World) -> None:
     # A new session, never polled, comes before both.
     records = PollRecords(boto3.client("dynamodb"), world.stack["OrderLedgerTable"]["Ref"]).load()
     assert polling_order(["AB1234", "CD5678", "EF9012"], records, {})[0] == "EF9012"
+
+
+@pytest.mark.parametrize("fault", ["hang", "trickle"])
+def test_a_kite_that_hangs_or_trickles_still_gets_an_answer_before_the_timeout(
+    world: World, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    world.log_in("AB1234")
+    world.log_in("CD5678")
+    endpoint = HangingEndpoint() if fault == "hang" else TricklingEndpoint(interval=0.5)
+    with endpoint:
+        monkeypatch.setenv("KITE_API_ROOT", endpoint.url)
+        reset_caches()
+        started = time.monotonic()
+        summary: dict[str, Any] = load_function("reconciler").handler({}, ShortContext(remaining_ms=20_000))
+        elapsed = time.monotonic() - started
+    # The answer (and its log line and metrics) before Lambda's 20 s would run out.
+    assert elapsed < 20
+    assert summary["polled"] == 0
+    assert len(summary["failed"]) + summary["not_reached"] == 2
+    assert summary["recovered"] == 0
